@@ -1,0 +1,131 @@
+"""Conventional element-resolved ACSFs (Behler), Tokita & Behler Eqs. 4–6.
+
+Radial, one set per neighbour element (Eq. 5)::
+
+    G_rad = Σ_j exp(−η (R_ij − R_s)²) f_c(R_ij)
+
+Angular, one set per unordered neighbour-element pair (Eq. 6, ordered double sum)::
+
+    G_ang = 2^(1−ζ) Σ_{j≠i} Σ_{k≠i,j} (1 + λ cos θ_ijk)^ζ exp(−η (R_ij² + R_ik² + R_jk²)) f_c(R_ij) f_c(R_ik) f_c(R_jk)
+
+with the cosine cutoff of Eq. 4. The vector has ``S · E_rad + S (S + 1)/2 · E_ang · L · Z``
+entries: it grows with the number of element pairs, unlike the eeACSFs.
+
+Feature order: radial functions by neighbour element, then η; angular functions by element
+pair ``(a ≤ b)`` in the model's element order, then η, λ, ζ.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .elements import validate_elements
+from .symmetry_functions import AtomCenteredDescriptor, cosine_cutoff
+
+__all__ = ["ACSF"]
+
+
+class ACSF(AtomCenteredDescriptor):
+    """Element-resolved atom-centred symmetry functions with the cosine cutoff."""
+
+    kind = "acsf"
+
+    def __init__(
+        self,
+        elements: Sequence[str],
+        cutoff: float,
+        radial_eta: Sequence[float],
+        angular_eta: Sequence[float],
+        lambdas: Sequence[float],
+        zetas: Sequence[float],
+        radial_shift: float = 0.0,
+    ):
+        super().__init__(validate_elements(elements), cutoff)
+        if any(v < 0 for v in list(radial_eta) + list(angular_eta)):
+            raise ValueError("η values must be ≥ 0")
+        if any(v not in (-1, 1) for v in lambdas):
+            raise ValueError(f"lambdas must be ±1, got {list(lambdas)}")
+        if any(v < 1 for v in zetas):
+            raise ValueError(f"zetas must be ≥ 1, got {list(zetas)}")
+        self.radial_eta = [float(v) for v in radial_eta]
+        self.angular_eta = [float(v) for v in angular_eta]
+        self.lambdas = [float(v) for v in lambdas]
+        self.zetas = [float(v) for v in zetas]
+        self.radial_shift = float(radial_shift)
+        for name, values in (
+            ("radial_eta_t", self.radial_eta),
+            ("angular_eta_t", self.angular_eta),
+            ("lambdas_t", self.lambdas),
+            ("zetas_t", self.zetas),
+        ):
+            self.register_buffer(name, torch.as_tensor(values, dtype=torch.float64), persistent=False)
+        pairs = [(a, b) for i, a in enumerate(self.elements) for b in self.elements[i:]]
+        self.feature_names = [f"radial {s} eta={e:g}" for s in self.elements for e in self.radial_eta] + [
+            f"angular {a}-{b} eta={e:g} lambda={lam:+g} zeta={z:g}"
+            for a, b in pairs
+            for e in self.angular_eta
+            for lam in self.lambdas
+            for z in self.zetas
+        ]
+
+    @classmethod
+    def like(cls, descriptor, elements: Sequence[str] | None = None) -> "ACSF":
+        """ACSFs with the same cutoff, η, λ and ζ as another descriptor (e.g. an :class:`EeACSF`)."""
+        return cls(
+            elements if elements is not None else descriptor.elements,
+            descriptor.cutoff,
+            descriptor.radial_eta,
+            descriptor.angular_eta,
+            descriptor.lambdas,
+            descriptor.zetas,
+        )
+
+    @staticmethod
+    def count(n_elements: int, n_radial: int, n_angular: int) -> int:
+        """Length of the vector for ``n_elements`` elements: ``S·n_radial + S(S+1)/2·n_angular``."""
+        return n_elements * n_radial + n_elements * (n_elements + 1) // 2 * n_angular
+
+    def to_config(self) -> dict:
+        """Parameters as a JSON-serialisable dictionary."""
+        return {
+            "kind": self.kind,
+            "elements": list(self.elements),
+            "cutoff": self.cutoff,
+            "radial_eta": self.radial_eta,
+            "angular_eta": self.angular_eta,
+            "lambdas": self.lambdas,
+            "zetas": self.zetas,
+            "radial_shift": self.radial_shift,
+        }
+
+    def with_elements(self, elements: Sequence[str]) -> "ACSF":
+        """The same functions for another element list (the vector length changes)."""
+        config = self.to_config()
+        config.pop("kind")
+        config["elements"] = list(elements)
+        return ACSF(**config)
+
+    def forward(self, positions: torch.Tensor, cells: torch.Tensor, graph: dict) -> torch.Tensor:
+        """ACSF matrix ``(A, len(self))``."""
+        dtype = positions.dtype
+        n_atoms = positions.shape[0]
+        vectors = self.pair_vectors(positions, cells, graph)  # (P, 3)
+        r = torch.linalg.vector_norm(vectors, dim=-1)  # (P,)
+        fc = cosine_cutoff(r, self.cutoff)
+
+        radial = torch.exp(-self.radial_eta_t.to(dtype) * (r[:, None] - self.radial_shift) ** 2) * fc[:, None]
+        g_rad = self.radial_sums(radial, graph, n_atoms)  # (A, S, E_rad)
+
+        cos, pair_a, pair_b = self.triplet_geometry(vectors, r, graph)  # (T,)
+        r_jk = torch.linalg.vector_norm(vectors[pair_b] - vectors[pair_a], dim=-1)  # (T,)
+        r2_sum = (r * r)[pair_a] + (r * r)[pair_b] + r_jk * r_jk
+        cut = fc[pair_a] * fc[pair_b] * cosine_cutoff(r_jk, self.cutoff)  # (T,)
+        radial_abc = torch.exp(-self.angular_eta_t.to(dtype) * r2_sum[:, None]) * cut[:, None]  # (T, E_ang)
+        base = (0.5 + 0.5 * self.lambdas_t.to(dtype) * cos[:, None]).clamp_min(0.0)  # (T, L)
+        # 2^(1−ζ) (1 + λ cos)^ζ = 2 (½ + ½ λ cos)^ζ, and the ordered double sum counts {j, k} twice
+        angle = 4.0 * base[:, :, None] ** self.zetas_t.to(dtype)  # (T, L, Z)
+        geometric = (radial_abc[:, :, None, None] * angle[:, None]).flatten(1)  # (T, F)
+        g_ang = self.angular_sums(geometric, graph, n_atoms)  # (A, Q, F)
+        return torch.cat([g_rad.flatten(1), g_ang.flatten(1)], dim=1)

@@ -1,0 +1,88 @@
+"""ASE calculator of an lMLP ensemble: energy, forces, stress and their uncertainties."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .ensemble import Ensemble
+from .neighbors import DEFAULT_MIN_DISTANCE
+
+__all__ = ["LmlpCalculator"]
+
+
+class LmlpCalculator(Calculator):
+    """ASE calculator for an :class:`Ensemble` (or the path of a ``.lmlp`` model file).
+
+    Standard results: ``energy``, ``free_energy``, ``energies`` (per atom), ``forces`` and,
+    for fully periodic cells, ``stress`` (Voigt, eV/Å³). Own keys, never standard ones:
+    ``energy_uncertainty`` (ΔE, eV, Eq. 23), ``forces_uncertainty`` (ΔF per component,
+    eV/Å), ``energy_members`` (M,) and ``forces_members`` (M, N, 3).
+
+    ``forces_uncertainty=False`` skips the per-member forces (one gradient pass instead of
+    one per member) when only ΔE is needed.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: Ensemble | str | os.PathLike,
+        *,
+        forces_uncertainty: bool = True,
+        min_distance: float = DEFAULT_MIN_DISTANCE,
+        allow_self_images: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.model = model if isinstance(model, Ensemble) else Ensemble.load(model)
+        self.forces_uncertainty = forces_uncertainty
+        self.min_distance = min_distance
+        self.allow_self_images = allow_self_images
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Evaluate the ensemble once and fill :attr:`results` for all properties."""
+        super().calculate(atoms, properties, system_changes)
+        periodic = bool(self.atoms.pbc.all())
+        prediction = self.model.evaluate(
+            self.atoms,
+            forces=True,
+            member_forces=self.forces_uncertainty,
+            stress=periodic,
+            min_distance=self.min_distance,
+            allow_self_images=self.allow_self_images,
+        )
+        energy = float(prediction.energy[0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": prediction.atomic_energies.copy(),
+            "forces": prediction.forces.copy(),
+            "energy_uncertainty": float(prediction.energy_uncertainty[0]),
+            "energy_members": prediction.energy_members[:, 0].copy(),
+        }
+        if prediction.forces_uncertainty is not None:
+            self.results["forces_uncertainty"] = prediction.forces_uncertainty.copy()
+            self.results["forces_members"] = prediction.forces_members.copy()
+        if periodic:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(prediction.stress[0])
+        elif "stress" in properties:
+            # ASE's own error for a cell-less system
+            from ase.calculators.calculator import PropertyNotImplementedError
+
+            raise PropertyNotImplementedError("stress is only defined for fully periodic cells")
+
+    def get_energy_uncertainty(self, atoms=None) -> float:
+        """ΔE of Eq. 23 in eV."""
+        self.get_property("energy", atoms)
+        return self.results["energy_uncertainty"]
+
+    def get_forces_uncertainty(self, atoms=None) -> np.ndarray:
+        """ΔF per force component in eV/Å, shape ``(N, 3)``."""
+        self.get_property("forces", atoms)
+        if "forces_uncertainty" not in self.results:
+            raise RuntimeError("force uncertainties were switched off (forces_uncertainty=False)")
+        return self.results["forces_uncertainty"]

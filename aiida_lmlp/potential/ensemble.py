@@ -1,0 +1,329 @@
+"""HDNNP ensembles with uncertainty: Eckhoff & Reiher (2023) Eqs. 1–2 and 21–23.
+
+An :class:`Ensemble` is a descriptor, one stacked atomic network per element (all members at
+once, see :mod:`.networks`) and the free-atom reference energies. Its energy of a structure is
+
+    E_p = Σ_atoms E_atom,p + Σ_atoms E_ref(element)                    (member p, Eq. 1)
+    E   = 1/N Σ_p E_p,   F = −1/N Σ_p ∂E_p/∂r                          (Eqs. 21, 22)
+    ΔE  = max( RMSE(E), [ c² / (N − 1) Σ_p (E_p − E)² ]^½ )            (Eq. 23)
+
+and analogously ΔF per force component. ``RMSE(E)`` is stored per atom (as the paper reports
+it) and multiplied by the number of atoms of the structure; with one member the floor alone
+is returned.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from .descriptors import descriptor_from_config
+from .eeacsf import EeACSF
+from .elements import validate_elements
+from .errors import ModelFileError
+from .model_file import read_model_file, write_model_file
+from .neighbors import DEFAULT_MIN_DISTANCE, build_graph
+from .networks import StackedAtomicNetworks
+from .symmetry_functions import AtomCenteredDescriptor
+
+__all__ = ["Ensemble", "EnsemblePrediction"]
+
+PAPER_HIDDEN = (102, 61, 44)
+
+
+@dataclass
+class EnsemblePrediction:
+    """Predictions for a batch of ``S`` structures with ``A`` atoms in all (eV, Å)."""
+
+    energy: np.ndarray  # (S,) ensemble mean, eV
+    energy_members: np.ndarray  # (M, S)
+    energy_uncertainty: np.ndarray  # (S,) ΔE of Eq. 23, eV
+    atomic_energies: np.ndarray  # (A,) ensemble mean incl. the reference energy, eV
+    structure: np.ndarray  # (A,) structure index of every atom
+    forces: np.ndarray | None = None  # (A, 3) eV/Å
+    forces_members: np.ndarray | None = None  # (M, A, 3)
+    forces_uncertainty: np.ndarray | None = None  # (A, 3) ΔF per component, eV/Å
+    stress: np.ndarray | None = None  # (S, 3, 3) eV/Å³, (1/V) ∂E/∂ε
+
+    def atoms_of(self, index: int) -> slice:
+        """Slice of the per-atom arrays that belongs to structure ``index``."""
+        where = np.nonzero(self.structure == index)[0]
+        return slice(int(where[0]), int(where[-1]) + 1)
+
+
+def _sample_std(values: torch.Tensor) -> torch.Tensor:
+    """Sample standard deviation over the member axis 0 (zero for a single member)."""
+    if values.shape[0] < 2:
+        return torch.zeros_like(values[0])
+    return values.std(0, unbiased=True)
+
+
+class Ensemble(torch.nn.Module):
+    """An ensemble of HDNNPs sharing one descriptor, evaluated with stacked weights."""
+
+    def __init__(
+        self,
+        descriptor: AtomCenteredDescriptor,
+        networks: StackedAtomicNetworks,
+        reference_energies: Mapping[str, float],
+        *,
+        uncertainty_scale: float = 2.0,
+        rmse_energy_per_atom: float = 0.0,
+        rmse_forces: float = 0.0,
+    ):
+        super().__init__()
+        if list(descriptor.elements) != list(networks.elements):
+            raise ValueError(
+                f"descriptor elements {list(descriptor.elements)} differ from network elements {networks.elements}"
+            )
+        missing = [e for e in networks.elements if e not in reference_energies]
+        if missing:
+            raise ValueError(f"reference energies missing for element(s) {', '.join(missing)}")
+        if uncertainty_scale <= 0:
+            raise ValueError(f"uncertainty_scale c must be positive, got {uncertainty_scale}")
+        self.descriptor = descriptor
+        self.networks = networks
+        self.reference_energies = {e: float(reference_energies[e]) for e in networks.elements}
+        self.uncertainty_scale = float(uncertainty_scale)
+        self.rmse_energy_per_atom = float(rmse_energy_per_atom)
+        self.rmse_forces = float(rmse_forces)
+        #: Tensors and settings of a training run stored with the model (see :meth:`save`).
+        self.training_state: dict[str, torch.Tensor] = {}
+        self.training_config: dict = {}
+        self.content_sha256: str | None = None
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def new(
+        cls,
+        elements: Sequence[str],
+        descriptor: AtomCenteredDescriptor | None = None,
+        members: int = 10,
+        hidden: Sequence[int] = PAPER_HIDDEN,
+        reference_energies: Mapping[str, float] | None = None,
+        seed: int = 0,
+        *,
+        uncertainty_scale: float = 2.0,
+        dtype: torch.dtype = torch.float64,
+    ) -> "Ensemble":
+        """A freshly initialised ensemble.
+
+        ``descriptor`` defaults to :meth:`EeACSF.from_paper`; ``reference_energies`` (eV per
+        free atom) default to zero, i.e. the networks learn total energies. Each member gets
+        its own initial weights from ``seed``.
+        """
+        elements = validate_elements(elements)
+        if descriptor is None:
+            descriptor = EeACSF.from_paper(elements)
+        if list(descriptor.elements) != list(elements):
+            descriptor = descriptor.with_elements(elements)
+        if reference_energies is None:
+            reference_energies = {e: 0.0 for e in elements}
+        networks = StackedAtomicNetworks(elements, len(descriptor), hidden, members, seed=seed)
+        model = cls(descriptor, networks, reference_energies, uncertainty_scale=uncertainty_scale)
+        return model.to(dtype)
+
+    @property
+    def elements(self) -> list[str]:
+        """Elements the model has atomic networks for."""
+        return list(self.networks.elements)
+
+    @property
+    def members(self) -> int:
+        """Number of ensemble members."""
+        return self.networks.members
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point type of the weights."""
+        return next(self.networks.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.networks.parameters()).device
+
+    def add_element(self, element: str, reference_energy: float) -> None:
+        """Add an element: a new atomic network per member; existing networks stay unchanged.
+
+        Only possible with a descriptor whose length does not depend on the elements (eeACSF).
+        """
+        validate_elements(self.elements + [element])
+        new_descriptor = self.descriptor.with_elements(self.elements + [element])
+        if len(new_descriptor) != len(self.descriptor):
+            raise ValueError(
+                f"cannot add {element}: the {self.descriptor.kind} vector would grow from "
+                f"{len(self.descriptor)} to {len(new_descriptor)} entries and change every network's input"
+            )
+        self.descriptor = new_descriptor.to(self.device)
+        self.networks.add_element(element)
+        self.reference_energies[element] = float(reference_energy)
+
+    # -- standardisation -------------------------------------------------------------------
+
+    def descriptors_of(self, structures: Sequence[Atoms], **graph_options) -> tuple[torch.Tensor, torch.Tensor]:
+        """Descriptor matrix ``(A, G)`` and species ``(A,)`` of a batch, without gradients."""
+        graph = build_graph(list(structures), self.elements, self.descriptor.cutoff, **graph_options)
+        t = graph.tensors(self.device, self.dtype)
+        with torch.no_grad():
+            return self.descriptor(t["positions"], t["cells"], t), t["species"]
+
+    def initialize_standardization(self, structures: Sequence[Atoms], elements: Sequence[str] | None = None) -> None:
+        """Initialise α, β of every (or the given) element's networks from ``structures`` (Section 2.1)."""
+        values, species = self.descriptors_of(structures)
+        for k, element in enumerate(self.elements):
+            if elements is not None and element not in elements:
+                continue
+            rows = values[species == k]
+            if rows.shape[0] == 0:
+                continue
+            self.networks.networks[element].set_standardization(rows)
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        structures: Atoms | Sequence[Atoms],
+        *,
+        forces: bool = True,
+        member_forces: bool = True,
+        stress: bool = False,
+        min_distance: float = DEFAULT_MIN_DISTANCE,
+        allow_self_images: bool = False,
+    ) -> EnsemblePrediction:
+        """Energies, forces, uncertainties (and stress) of one or several structures.
+
+        ``member_forces=False`` skips the per-member forces and ΔF (one gradient pass instead
+        of one per member); the mean forces are the same.
+        """
+        if isinstance(structures, Atoms):
+            structures = [structures]
+        graph = build_graph(
+            list(structures),
+            self.elements,
+            self.descriptor.cutoff,
+            min_distance=min_distance,
+            allow_self_images=allow_self_images,
+        )
+        t = graph.tensors(self.device, self.dtype)
+        n_structures = t["n_structures"]
+        structure = t["structure"]
+        positions, cells = t["positions"], t["cells"]
+        need_grad = forces or stress
+        with torch.enable_grad():
+            positions = positions.requires_grad_(need_grad)
+            inputs = [positions]
+            if stress:
+                strain = torch.zeros_like(cells).requires_grad_(True)  # (S, 3, 3), symmetric ε
+                sym = 0.5 * (strain + strain.transpose(1, 2))
+                positions = positions + torch.einsum("ai,aij->aj", positions, sym[structure])
+                cells = cells + torch.bmm(cells, sym)
+                inputs.append(strain)
+            descriptors = self.descriptor(positions, cells, t)  # (A, G)
+            reference = torch.as_tensor(
+                [self.reference_energies[e] for e in self.elements], dtype=self.dtype, device=self.device
+            )[t["species"]]  # (A,)
+            per_member = need_grad and member_forces and self.members > 1
+            if per_member:
+                leaf = descriptors.detach().unsqueeze(0).expand(self.members, -1, -1).clone().requires_grad_(True)
+                atomic = self.networks(leaf, t["species"])  # (M, A)
+            else:
+                atomic = self.networks(descriptors, t["species"])  # (M, A)
+            atomic = atomic + reference
+            energy_members = atomic.new_zeros(self.members, n_structures).index_add(1, structure, atomic)  # (M, S)
+
+            grads = None
+            if per_member:
+                (d_energy,) = torch.autograd.grad(energy_members.sum(), leaf)  # (M, A, G)
+                grads = torch.autograd.grad(descriptors, inputs, grad_outputs=d_energy, is_grads_batched=True)
+            elif need_grad:
+                grads = torch.autograd.grad(energy_members.mean(0).sum(), inputs)
+                grads = tuple(g.unsqueeze(0) for g in grads)  # (1, ...)
+
+        energy = energy_members.mean(0).detach()
+        counts = torch.bincount(structure, minlength=n_structures).to(self.dtype)
+        c = self.uncertainty_scale
+        energy_unc = torch.maximum(self.rmse_energy_per_atom * counts, c * _sample_std(energy_members.detach()))
+        prediction = EnsemblePrediction(
+            energy=energy.cpu().numpy(),
+            energy_members=energy_members.detach().cpu().numpy(),
+            energy_uncertainty=energy_unc.cpu().numpy(),
+            atomic_energies=atomic.mean(0).detach().cpu().numpy(),
+            structure=graph.structure,
+        )
+        if forces:
+            force_members = -grads[0]  # (M or 1, A, 3)
+            prediction.forces = force_members.mean(0).cpu().numpy()
+            if per_member or self.members == 1:
+                members_np = force_members.cpu().numpy()
+                prediction.forces_members = members_np
+                floor = torch.full_like(force_members[0], self.rmse_forces)
+                prediction.forces_uncertainty = torch.maximum(floor, c * _sample_std(force_members)).cpu().numpy()
+        if stress:
+            volumes = torch.linalg.det(t["cells"]).abs()  # (S,)
+            d_strain = grads[-1].mean(0)  # (S, 3, 3)
+            prediction.stress = (d_strain / volumes[:, None, None]).cpu().numpy()
+        return prediction
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def config(self) -> dict:
+        """Everything but the tensors, as stored in the model file."""
+        return {
+            "descriptor": self.descriptor.to_config(),
+            "elements": self.elements,
+            "members": self.members,
+            "hidden": list(self.networks.hidden),
+            "seed": self.networks.seed,
+            "activation": "1.59223*tanh",
+            "reference_energies": self.reference_energies,
+            "uncertainty_scale": self.uncertainty_scale,
+            "rmse_energy_per_atom": self.rmse_energy_per_atom,
+            "rmse_forces": self.rmse_forces,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"},
+            "training": self.training_config,
+        }
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the model (and any training state) to ``path`` atomically; returns the content SHA-256."""
+        tensors = {f"networks.{name}": p for name, p in self.networks.state_dict().items()}
+        tensors.update({f"training.{name}": t for name, t in self.training_state.items()})
+        self.content_sha256 = write_model_file(path, self.config(), tensors)
+        return self.content_sha256
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "Ensemble":
+        """Read a model written by :meth:`save`; raises :class:`ModelFileError` if it is damaged."""
+        config, tensors, sha = read_model_file(path)
+        try:
+            descriptor = descriptor_from_config(config["descriptor"])
+            networks = StackedAtomicNetworks(
+                config["elements"], len(descriptor), config["hidden"], config["members"], seed=config["seed"]
+            )
+            dtype = getattr(torch, config["dtype"])
+            networks.to(dtype)
+            state = {name.removeprefix("networks."): t for name, t in tensors.items() if name.startswith("networks.")}
+            networks.load_state_dict(state, strict=True)
+            model = cls(
+                descriptor,
+                networks,
+                config["reference_energies"],
+                uncertainty_scale=config["uncertainty_scale"],
+                rmse_energy_per_atom=config["rmse_energy_per_atom"],
+                rmse_forces=config["rmse_forces"],
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ModelFileError(f"model file {path} has an inconsistent content: {error}") from None
+        model.training_config = config.get("training", {})
+        model.training_state = {
+            name.removeprefix("training."): t for name, t in tensors.items() if name.startswith("training.")
+        }
+        model.content_sha256 = sha
+        return model.to(device)

@@ -1,0 +1,126 @@
+"""Atomic neural networks of the HDNNP (Eqs. 1–2), stacked over ensemble members.
+
+Every element has one feed-forward network per ensemble member. The weights of all members
+are stacked in one tensor per (element, layer, weight type), shape ``(M, n_in, n_out)``, so
+a whole ensemble is evaluated with one batched matrix product per layer instead of one
+Python call per member (TorchANI's ``BmmEnsemble`` idea).
+
+Each network starts with the trainable standardisation of the paper, ``α (G − β)``, with
+``β`` and ``α`` initialised from the mean and inverse standard deviation of each descriptor
+over the initial training data (:meth:`ElementNetwork.set_standardization`), and uses the
+activation ``f(x) = 1.59223 tanh(x)`` in the hidden layers and a linear output neuron.
+
+Weight initialisation matched to that activation: with unit-variance inputs, weights drawn
+from a normal distribution of variance ``1 / n_in`` (truncated at ±2σ and rescaled to keep
+that variance) give unit-variance pre-activations, and 1.59223 is the factor for which
+``Var[f(z)] = 1`` for ``z ~ N(0, 1)``, so every layer again receives unit-variance input.
+Biases start at zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+__all__ = ["ACTIVATION_SCALE", "ElementNetwork", "StackedAtomicNetworks", "scaled_tanh"]
+
+ACTIVATION_SCALE = 1.59223
+
+# variance of a standard normal truncated at ±2σ
+_TRUNCATED_VARIANCE = 1.0 - 4.0 * math.exp(-2.0) / math.sqrt(2.0 * math.pi) / math.erf(2.0 / math.sqrt(2.0))
+
+
+def scaled_tanh(x: torch.Tensor) -> torch.Tensor:
+    """The paper's activation ``1.59223 · tanh(x)``."""
+    return ACTIVATION_SCALE * torch.tanh(x)
+
+
+class ElementNetwork(torch.nn.Module):
+    """The atomic networks of one element for ``members`` ensemble members."""
+
+    def __init__(self, n_inputs: int, hidden: Sequence[int], members: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.n_inputs = int(n_inputs)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.members = int(members)
+        self.alpha = torch.nn.Parameter(torch.ones(members, n_inputs, dtype=torch.float64))
+        self.beta = torch.nn.Parameter(torch.zeros(members, n_inputs, dtype=torch.float64))
+        sizes = (self.n_inputs, *self.hidden, 1)
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            std = 1.0 / math.sqrt(n_in * _TRUNCATED_VARIANCE)
+            w = torch.empty(members, n_in, n_out, dtype=torch.float64)
+            torch.nn.init.trunc_normal_(w, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std, generator=generator)
+            self.weights.append(torch.nn.Parameter(w))
+            self.biases.append(torch.nn.Parameter(torch.zeros(members, n_out, dtype=torch.float64)))
+
+    def set_standardization(self, descriptors: torch.Tensor) -> None:
+        """Set ``β`` to the mean and ``α`` to the inverse standard deviation of ``descriptors`` ``(N, n_inputs)``.
+
+        A descriptor with zero spread in the data keeps ``α = 1`` (it carries no information yet).
+        """
+        with torch.no_grad():
+            mean = descriptors.mean(0)
+            std = descriptors.std(0, unbiased=False) if descriptors.shape[0] > 1 else torch.zeros_like(mean)
+            alpha = torch.where(std > 1e-12, 1.0 / std.clamp_min(1e-12), torch.ones_like(std))
+            self.alpha.copy_(alpha.expand_as(self.alpha))
+            self.beta.copy_(mean.expand_as(self.beta))
+
+    def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """Atomic energies ``(M, N)`` from descriptors ``(N, n_inputs)`` shared by all members or ``(M, N, n_inputs)``."""
+        x = self.alpha[:, None, :] * (descriptors - self.beta[:, None, :])  # (M, N, G)
+        last = len(self.weights) - 1
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b[:, None, :], x, w)  # (M, N, n_out)
+            if k < last:
+                x = scaled_tanh(x)
+        return x.squeeze(-1)
+
+
+class StackedAtomicNetworks(torch.nn.Module):
+    """One :class:`ElementNetwork` per element; maps descriptors to atomic energies ``(M, A)``."""
+
+    def __init__(self, elements: Sequence[str], n_inputs: int, hidden: Sequence[int], members: int, seed: int = 0):
+        super().__init__()
+        self.elements = list(elements)
+        self.n_inputs = int(n_inputs)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.members = int(members)
+        if self.members < 1:
+            raise ValueError(f"an ensemble needs at least one member, got {members}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden layer sizes must be positive, got {list(hidden)}")
+        self.seed = int(seed)
+        self.networks = torch.nn.ModuleDict()
+        for element in self.elements:
+            self._add(element)
+
+    def _add(self, element: str) -> None:
+        # a per-element seed: adding an element never changes the initial weights of the others
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + sum(ord(c) * 131**k for k, c in enumerate(element)))
+        self.networks[element] = ElementNetwork(self.n_inputs, self.hidden, self.members, generator)
+
+    def add_element(self, element: str) -> ElementNetwork:
+        """Add a freshly initialised network for ``element``; the existing ones are untouched."""
+        if element in self.networks:
+            raise ValueError(f"element {element} already has an atomic network")
+        self.elements.append(element)
+        self._add(element)
+        reference = next(iter(self.parameters()))
+        self.networks[element].to(device=reference.device, dtype=reference.dtype)
+        return self.networks[element]
+
+    def forward(self, descriptors: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Atomic energies ``(M, A)``; ``descriptors`` is ``(A, G)`` or per member ``(M, A, G)``."""
+        n_atoms = species.shape[0]
+        out = descriptors.new_zeros(self.members, n_atoms)
+        for k, element in enumerate(self.elements):
+            index = torch.nonzero(species == k).squeeze(1)
+            if index.numel() == 0:
+                continue
+            energies = self.networks[element](descriptors.index_select(-2, index))  # (M, A_e)
+            out = out.index_copy(1, index, energies)
+        return out
