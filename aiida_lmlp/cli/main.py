@@ -27,15 +27,28 @@ def _read_structures(path: Path):
 
 
 @main.command("init")
-@click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
-              help="extxyz file(s): elements and the descriptor standardisation are taken from them.")
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    help="extxyz file(s): elements and the descriptor standardisation are taken from them.",
+)
 @click.option("--elements", default=None, help="Comma-separated elements (default: those in --data).")
-@click.option("--reference-energies", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON file {element: free-atom energy in eV}.")
+@click.option(
+    "--reference-energies",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON file {element: free-atom energy in eV}.",
+)
 @click.option("--members", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--hidden", default="102,61,44", show_default=True, help="Hidden layer sizes.")
-@click.option("--cutoff", default=12.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Cutoff radius in Å (η grid re-derived away from the paper's 12 Å).")
+@click.option(
+    "--cutoff",
+    default=12.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Cutoff radius in Å (η grid re-derived away from the paper's 12 Å).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def init_model(data, elements, reference_energies, members, hidden, cutoff, seed, out):
@@ -56,15 +69,23 @@ def init_model(data, elements, reference_energies, members, hidden, cutoff, seed
             raise click.ClickException(f"{reference_energies} has no reference energy for {', '.join(missing)}")
     try:
         layers = tuple(int(x) for x in hidden.split(","))
-        model = Ensemble.new(element_list, EeACSF.from_paper(element_list, cutoff=cutoff), members=members,
-                             hidden=layers, reference_energies=refs, seed=seed)
+        model = Ensemble.new(
+            element_list,
+            EeACSF.from_paper(element_list, cutoff=cutoff),
+            members=members,
+            hidden=layers,
+            reference_energies=refs,
+            seed=seed,
+        )
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     if structures:
         model.initialize_standardization(structures)
     sha = model.save(out)
-    click.echo(f"wrote {out}: {len(element_list)} elements, {members} members, "
-               f"{len(model.descriptor)} descriptors, content sha256 {sha}")
+    click.echo(
+        f"wrote {out}: {len(element_list)} elements, {members} members, "
+        f"{len(model.descriptor)} descriptors, content sha256 {sha}"
+    )
 
 
 @main.command("info")
@@ -83,18 +104,25 @@ def info(model):
     click.echo(f"elements       {', '.join(ensemble.elements)}")
     click.echo(f"members        {ensemble.members}")
     click.echo(f"hidden layers  {'-'.join(map(str, config['hidden']))}")
-    click.echo(f"descriptor     {ensemble.descriptor.kind}, {len(ensemble.descriptor)} functions, "
-               f"cutoff {ensemble.descriptor.cutoff:g} Å")
-    click.echo(f"test RMSE      {1000 * ensemble.rmse_energy_per_atom:.3f} meV/atom, "
-               f"{1000 * ensemble.rmse_forces:.3f} meV/Å")
+    click.echo(
+        f"descriptor     {ensemble.descriptor.kind}, {len(ensemble.descriptor)} functions, "
+        f"cutoff {ensemble.descriptor.cutoff:g} Å"
+    )
+    click.echo(
+        f"test RMSE      {1000 * ensemble.rmse_energy_per_atom:.3f} meV/atom, {1000 * ensemble.rmse_forces:.3f} meV/Å"
+    )
     click.echo(f"dtype          {config['dtype']}")
 
 
 @main.command("predict")
 @click.option("--model", "model", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("structures", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the structures with lmlp_energy, lmlp_forces and uncertainties as extxyz.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the structures with lmlp_energy, lmlp_forces and uncertainties as extxyz.",
+)
 def predict(model, structures, out):
     """Energies, forces and uncertainties of every structure in an extxyz file."""
     from ase.io import write
@@ -117,8 +145,10 @@ def predict(model, structures, out):
         atoms.info["lmlp_energy_uncertainty"] = float(p.energy_uncertainty[0])
         atoms.arrays["lmlp_forces"] = p.forces
         atoms.arrays["lmlp_forces_uncertainty"] = p.forces_uncertainty
-        click.echo(f"{index:>5} {atoms.get_chemical_formula():<12} {p.energy[0]:>16.4f} "
-                   f"{p.energy_uncertainty[0]:>10.4f} {p.forces_uncertainty.max():>14.4f}")
+        click.echo(
+            f"{index:>5} {atoms.get_chemical_formula():<12} {p.energy[0]:>16.4f} "
+            f"{p.energy_uncertainty[0]:>10.4f} {p.forces_uncertainty.max():>14.4f}"
+        )
     if out:
         write(out, frames, format="extxyz")
         click.echo(f"wrote {out}")

@@ -17,7 +17,7 @@ pair ``(a ≤ b)`` in the model's element order, then η, λ, ζ.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -71,7 +71,7 @@ class ACSF(AtomCenteredDescriptor):
         ]
 
     @classmethod
-    def like(cls, descriptor, elements: Sequence[str] | None = None) -> "ACSF":
+    def like(cls, descriptor, elements: Sequence[str] | None = None) -> ACSF:
         """ACSFs with the same cutoff, η, λ and ζ as another descriptor (e.g. an :class:`EeACSF`)."""
         return cls(
             elements if elements is not None else descriptor.elements,
@@ -100,7 +100,7 @@ class ACSF(AtomCenteredDescriptor):
             "radial_shift": self.radial_shift,
         }
 
-    def with_elements(self, elements: Sequence[str]) -> "ACSF":
+    def with_elements(self, elements: Sequence[str]) -> ACSF:
         """The same functions for another element list (the vector length changes)."""
         config = self.to_config()
         config.pop("kind")

@@ -20,7 +20,7 @@ Feature order: radial functions by element term, then η; angular functions by
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -143,7 +143,7 @@ class EeACSF(AtomCenteredDescriptor):
         ]
 
     @classmethod
-    def from_paper(cls, elements: Sequence[str], cutoff: float = 12.0, r_min: float | None = None) -> "EeACSF":
+    def from_paper(cls, elements: Sequence[str], cutoff: float = 12.0, r_min: float | None = None) -> EeACSF:
         """The parameters of Table 1 of the paper (153 functions for main-group elements).
 
         With a d-block element among ``elements`` the ``d`` and ``d̄`` terms join (7 radial,
@@ -192,7 +192,7 @@ class EeACSF(AtomCenteredDescriptor):
             "angular_terms": self.angular_terms,
         }
 
-    def with_elements(self, elements: Sequence[str]) -> "EeACSF":
+    def with_elements(self, elements: Sequence[str]) -> EeACSF:
         """The same functions for another element list (the vector length is unchanged)."""
         config = self.to_config()
         config.pop("kind")

@@ -15,8 +15,8 @@ is returned.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -111,7 +111,7 @@ class Ensemble(torch.nn.Module):
         *,
         uncertainty_scale: float = 2.0,
         dtype: torch.dtype = torch.float64,
-    ) -> "Ensemble":
+    ) -> Ensemble:
         """A freshly initialised ensemble.
 
         ``descriptor`` defaults to :meth:`EeACSF.from_paper`; ``reference_energies`` (eV per
@@ -299,7 +299,7 @@ class Ensemble(torch.nn.Module):
         return self.content_sha256
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "Ensemble":
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Ensemble:
         """Read a model written by :meth:`save`; raises :class:`ModelFileError` if it is damaged."""
         config, tensors, sha = read_model_file(path)
         try:

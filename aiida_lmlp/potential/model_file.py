@@ -83,7 +83,9 @@ def _header(data: bytes, path: Path) -> dict:
         raise ModelFileError(f"model file {path} is truncated: {len(data)} bytes, not even a header")
     (length,) = struct.unpack("<Q", data[:8])
     if length > len(data) - 8:
-        raise ModelFileError(f"model file {path} is truncated: the header announces {length} bytes, {len(data) - 8} remain")
+        raise ModelFileError(
+            f"model file {path} is truncated: the header announces {length} bytes, {len(data) - 8} remain"
+        )
     try:
         return json.loads(data[8 : 8 + length])
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -114,6 +116,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
     sha = content_sha256(config_json, tensors)
     if sha != metadata.get("content_sha256"):
         raise ModelFileError(
-            f"model file {path} was altered: its content SHA-256 is {sha}, the file records {metadata.get('content_sha256')}"
+            f"model file {path} was altered: its content SHA-256 is {sha}, "
+            f"the file records {metadata.get('content_sha256')}"
         )
     return json.loads(config_json), tensors, sha

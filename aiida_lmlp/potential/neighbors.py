@@ -11,8 +11,8 @@ Several structures are concatenated into one graph: atom indices are global, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

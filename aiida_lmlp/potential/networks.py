@@ -20,7 +20,7 @@ Biases start at zero.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -70,7 +70,7 @@ class ElementNetwork(torch.nn.Module):
             self.beta.copy_(mean.expand_as(self.beta))
 
     def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
-        """Atomic energies ``(M, N)`` from descriptors ``(N, n_inputs)`` shared by all members or ``(M, N, n_inputs)``."""
+        """Atomic energies ``(M, N)`` from descriptors ``(N, n_inputs)`` (shared) or ``(M, N, n_inputs)``."""
         x = self.alpha[:, None, :] * (descriptors - self.beta[:, None, :])  # (M, N, G)
         last = len(self.weights) - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -100,7 +100,9 @@ class StackedAtomicNetworks(torch.nn.Module):
 
     def _add(self, element: str) -> None:
         # a per-element seed: adding an element never changes the initial weights of the others
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + sum(ord(c) * 131**k for k, c in enumerate(element)))
+        generator = torch.Generator().manual_seed(
+            self.seed * 1_000_003 + sum(ord(c) * 131**k for k, c in enumerate(element))
+        )
         self.networks[element] = ElementNetwork(self.n_inputs, self.hidden, self.members, generator)
 
     def add_element(self, element: str) -> ElementNetwork:

@@ -14,7 +14,7 @@ Shapes in comments: ``A`` atoms, ``P`` pairs, ``T`` triplets, ``S`` species,
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

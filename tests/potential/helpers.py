@@ -17,7 +17,10 @@ def random_box(symbols: str, width: float, seed: int = 0, min_distance: float = 
         while True:
             p = rng.random(3) @ cell
             trial = Atoms("X" * (len(positions) + 1), positions=positions + [p], cell=cell, pbc=True)
-            if len(positions) == 0 or trial.get_distances(len(positions), range(len(positions)), mic=True).min() > min_distance:
+            if (
+                len(positions) == 0
+                or trial.get_distances(len(positions), range(len(positions)), mic=True).min() > min_distance
+            ):
                 positions.append(p)
                 break
     atoms.set_positions(positions)

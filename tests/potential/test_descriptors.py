@@ -140,7 +140,7 @@ def test_descriptor_is_continuous_across_the_cutoff():
     desc = EeACSF.from_paper(["H"], cutoff=4.0)
     inside = desc.compute(Atoms("H2", positions=[[0, 0, 0], [4.0 - 1e-6, 0, 0]]))
     outside = desc.compute(Atoms("H2", positions=[[0, 0, 0], [4.0 + 1e-6, 0, 0]]))
-    assert np.abs(inside - outside).max() < 1e-30 ** 0.5
+    assert np.abs(inside - outside).max() < 1e-30**0.5
     assert np.all(outside == 0)
 
 
@@ -163,7 +163,9 @@ def test_acsf_angular_by_hand():
     atoms = _c_h_cl()
     fc = lambda r: 0.5 * (math.cos(math.pi * r / 6.0) + 1)
     r_jk = math.hypot(1.1, 1.8)
-    expected = 2 * 2 ** (1 - 2) * (1 + 0) ** 2 * math.exp(-0.1 * (1.1**2 + 1.8**2 + r_jk**2)) * fc(1.1) * fc(1.8) * fc(r_jk)
+    expected = (
+        2 * 2 ** (1 - 2) * (1 + 0) ** 2 * math.exp(-0.1 * (1.1**2 + 1.8**2 + r_jk**2)) * fc(1.1) * fc(1.8) * fc(r_jk)
+    )
     assert _value(desc, atoms, "angular H-Cl eta=0.1 lambda=+1 zeta=2") == pytest.approx(expected, rel=1e-12)
     assert _value(desc, atoms, "angular H-H eta=0.1 lambda=+1 zeta=2") == 0.0
     assert _value(desc, atoms, "radial Cl eta=0.5") == pytest.approx(math.exp(-0.5 * 1.8**2) * fc(1.8), rel=1e-12)

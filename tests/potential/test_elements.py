@@ -43,7 +43,9 @@ def test_d_block_detection():
     assert not is_d_block("Ca") and not is_d_block("Ga") and not is_d_block("H")
 
 
-@pytest.mark.parametrize("bad, message", [(["Cs"], "beyond xenon"), (["Qq"], "unknown"), (["H", "H"], "twice"), ([], "empty")])
+@pytest.mark.parametrize(
+    "bad, message", [(["Cs"], "beyond xenon"), (["Qq"], "unknown"), (["H", "H"], "twice"), ([], "empty")]
+)
 def test_bad_element_lists(bad, message):
     with pytest.raises(ValueError, match=message):
         validate_elements(bad)

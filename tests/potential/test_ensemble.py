@@ -25,7 +25,18 @@ def test_energy_uncertainty_is_equation_23_on_a_hand_made_case():
     # every atom of member p contributes b_p: E_p = 7 b_p + sum of reference energies
     reference = {"H": -13.5, "C": -1027.0, "Cl": -12511.0}
     model = _constant_member_model([0.1, 0.2, 0.6], reference)
-    atoms = Atoms("CH3Cl2H", positions=[[0, 0, 0], [1.09, 0, 0], [-0.36, 1.03, 0], [-0.36, -0.51, 0.89], [-0.6, -0.6, -1.5], [3, 0, 0], [0, 3.2, 0]])
+    atoms = Atoms(
+        "CH3Cl2H",
+        positions=[
+            [0, 0, 0],
+            [1.09, 0, 0],
+            [-0.36, 1.03, 0],
+            [-0.36, -0.51, 0.89],
+            [-0.6, -0.6, -1.5],
+            [3, 0, 0],
+            [0, 3.2, 0],
+        ],
+    )
     offset = -1027.0 - 4 * 13.5 - 2 * 12511.0
     # E_p = 0.7, 1.4, 4.2 (+offset); mean 2.1; squared deviations 1.96 + 0.49 + 4.41 = 6.86
     p = model.evaluate(atoms)
@@ -57,8 +68,13 @@ def test_force_uncertainty_is_the_scaled_sample_std_with_the_rmse_floor(sn2_mode
 def test_stacked_members_equal_members_evaluated_alone(sn2_model, sn2_frames):
     stacked = sn2_model.evaluate(sn2_frames[:3])
     for member in range(sn2_model.members):
-        alone = Ensemble.new(sn2_model.elements, sn2_model.descriptor, members=1, hidden=sn2_model.networks.hidden,
-                             reference_energies=sn2_model.reference_energies)
+        alone = Ensemble.new(
+            sn2_model.elements,
+            sn2_model.descriptor,
+            members=1,
+            hidden=sn2_model.networks.hidden,
+            reference_energies=sn2_model.reference_energies,
+        )
         with torch.no_grad():
             for element, net in sn2_model.networks.networks.items():
                 target = alone.networks.networks[element]
@@ -114,7 +130,10 @@ def test_adding_an_element_leaves_existing_networks_unchanged(sn2_frames):
     np.testing.assert_array_equal(after.forces_members, before.forces_members)
     for name, value in weights.items():
         assert torch.equal(model.networks.state_dict()[name], value)
-    silane = Atoms("SiH4", positions=[[0, 0, 0], [0.86, 0.86, 0.86], [-0.86, -0.86, 0.86], [-0.86, 0.86, -0.86], [0.86, -0.86, -0.86]])
+    silane = Atoms(
+        "SiH4",
+        positions=[[0, 0, 0], [0.86, 0.86, 0.86], [-0.86, -0.86, 0.86], [-0.86, 0.86, -0.86], [0.86, -0.86, -0.86]],
+    )
     assert np.isfinite(model.evaluate(silane).energy[0])
     with pytest.raises(ValueError, match="twice"):
         model.add_element("Si", 0.0)

@@ -53,7 +53,9 @@ def test_every_member_force_is_its_own_gradient(sn2_model, sn2_frames):
             minus.positions[atom, axis] -= h
             e_plus = sn2_model.evaluate(plus, forces=False).energy_members[member, 0]
             e_minus = sn2_model.evaluate(minus, forces=False).energy_members[member, 0]
-            assert prediction.forces_members[member, atom, axis] == pytest.approx(-(e_plus - e_minus) / (2 * h), rel=1e-6, abs=1e-8)
+            assert prediction.forces_members[member, atom, axis] == pytest.approx(
+                -(e_plus - e_minus) / (2 * h), rel=1e-6, abs=1e-8
+            )
 
 
 def test_energy_is_invariant_under_rotation_translation_and_permutation(sn2_model, sn2_frames):
