@@ -101,37 +101,54 @@ def _perpendicular_widths(cell: np.ndarray) -> np.ndarray:
     return volume / np.maximum(np.linalg.norm(cross, axis=1), 1e-300)
 
 
-def _check_structure(atoms, label: str, elements: Sequence[str], cutoff: float, allow_self_images: bool):
+def _check_structure(atoms, label_of, index: int, elements: Sequence[str], cutoff: float, allow_self_images: bool):
     positions = np.asarray(atoms.get_positions(), dtype=np.float64)
     if positions.shape[0] == 0:
-        raise StructureError(label, "has no atoms")
+        raise StructureError(label_of(index), "has no atoms")
     bad = ~np.isfinite(positions).all(axis=1)
     if bad.any():
-        raise StructureError(label, f"atom {int(np.argmax(bad))} has a NaN or infinite coordinate")
+        raise StructureError(label_of(index), f"atom {int(np.argmax(bad))} has a NaN or infinite coordinate")
     symbols = atoms.get_chemical_symbols()
     unknown = sorted(set(symbols) - set(elements))
     if unknown:
         raise StructureError(
-            label, f"element(s) {', '.join(unknown)} not in the model (model elements: {', '.join(elements)})"
+            label_of(index), f"element(s) {', '.join(unknown)} not in the model (model elements: {', '.join(elements)})"
         )
     pbc = np.asarray(atoms.get_pbc(), dtype=bool)
     cell = np.asarray(atoms.get_cell(), dtype=np.float64)
     if pbc.any():
         if not np.isfinite(cell).all():
-            raise StructureError(label, "the cell has NaN or infinite entries")
+            raise StructureError(label_of(index), "the cell has NaN or infinite entries")
         if abs(np.linalg.det(cell)) < 1e-6:
-            raise StructureError(label, "is periodic but its cell has zero volume")
+            raise StructureError(label_of(index), "is periodic but its cell has zero volume")
         widths = _perpendicular_widths(cell)
         too_small = [k for k in range(3) if pbc[k] and widths[k] < cutoff]
         if too_small and not allow_self_images:
             k = too_small[0]
             raise StructureError(
-                label,
+                label_of(index),
                 f"the periodic cell is {widths[k]:.3f} Å wide along cell vector {k} (perpendicular "
                 f"width), smaller than the {cutoff:g} Å cutoff, so atoms would see their own periodic "
                 "images; repeat the cell (e.g. atoms.repeat) or allow self-images explicitly",
             )
     return positions, cell, pbc, symbols
+
+
+def _molecule_layout(positions: list[np.ndarray], cutoff: float) -> list[np.ndarray]:
+    """Translations that place non-periodic structures on a grid, further apart than ``cutoff``.
+
+    All molecules then go through one neighbour search instead of one call each; the
+    translations never reach the descriptor, which recomputes vectors from the original
+    positions.
+    """
+    lows = [p.min(axis=0) for p in positions]
+    extent = max(float((p.max(axis=0) - low).max()) for p, low in zip(positions, lows))
+    spacing = extent + cutoff + 1.0
+    side = int(np.ceil(len(positions) ** (1 / 3)))
+    return [
+        np.array([k % side, (k // side) % side, k // side**2], dtype=np.float64) * spacing - low
+        for k, low in enumerate(lows)
+    ]
 
 
 def build_graph(
@@ -151,50 +168,72 @@ def build_graph(
     a degenerate cell, or a periodic cell narrower than ``cutoff`` (unless
     ``allow_self_images``; the neighbour list handles multiple images correctly).
     """
+    if min_distance > cutoff:
+        raise ValueError(f"min_distance {min_distance} must not exceed the cutoff {cutoff}")
+    structures = list(structures)
+    single = len(structures) == 1
+
+    def label(index: int) -> str:  # built only when an error is raised
+        if labels is not None:
+            return labels[index]
+        return structure_label(structures[index], None if single else index)
+
     element_index = {symbol: k for k, symbol in enumerate(elements)}
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    single = len(structures) == 1
-    pos_all, cells, species, owner, ci, cj, cs = [], [], [], [], [], [], []
-    offset = 0
-    for index, atoms in enumerate(structures):
-        if labels is not None:
-            label = labels[index]
-        else:
-            label = structure_label(atoms, None if single else index)
-        positions, cell, pbc, symbols = _check_structure(atoms, label, elements, cutoff, allow_self_images)
-        n = positions.shape[0]
-        box = cell if pbc.any() else np.zeros((3, 3))
-        i, j, s, d = calculator.compute(positions, box, pbc.tolist(), "ijSd")
+    checked = [
+        _check_structure(atoms, label, index, elements, cutoff, allow_self_images)
+        for index, atoms in enumerate(structures)
+    ]
+    counts = np.array([c[0].shape[0] for c in checked], dtype=np.int64)
+    offsets = np.cumsum(counts) - counts
+    ci, cj, cs = [], [], []
+
+    def add_pairs(i, j, shift, d, symbols_of):
         if d.size and d.min() < min_distance:
             k = int(np.argmin(d))
+            owner = int(np.searchsorted(offsets, i[k], side="right") - 1)
+            a, b = int(i[k] - offsets[owner]), int(j[k] - offsets[owner])
+            symbols = symbols_of(owner)
             raise StructureError(
-                label,
-                f"atoms {int(i[k])} ({symbols[i[k]]}) and {int(j[k])} ({symbols[j[k]]}) are "
-                f"{d[k]:.3f} Å apart, closer than the minimum distance {min_distance:g} Å",
+                label(owner),
+                f"atoms {a} ({symbols[a]}) and {b} ({symbols[b]}) are {d[k]:.3f} Å apart, "
+                f"closer than the minimum distance {min_distance:g} Å",
             )
-        if n > 1 and min_distance > cutoff:
-            raise ValueError(f"min_distance {min_distance} must not exceed the cutoff {cutoff}")
-        pos_all.append(positions)
-        cells.append(cell)
-        species.append(np.fromiter((element_index[x] for x in symbols), dtype=np.int64, count=n))
-        owner.append(np.full(n, index, dtype=np.int64))
-        ci.append(i.astype(np.int64) + offset)
-        cj.append(j.astype(np.int64) + offset)
-        cs.append(s.astype(np.float64))
-        offset += n
+        ci.append(i)
+        cj.append(j)
+        cs.append(shift)
+
+    symbols_of = lambda index: checked[index][3]  # noqa: E731
+    molecules = [k for k, c in enumerate(checked) if not c[2].any()]
+    if molecules:
+        layout = _molecule_layout([checked[k][0] for k in molecules], cutoff)
+        points = np.concatenate([checked[k][0] + shift for k, shift in zip(molecules, layout)])
+        to_global = np.concatenate([np.arange(counts[k]) + offsets[k] for k in molecules])
+        i, j, d = calculator.compute(points, np.zeros((3, 3)), False, "ijd")
+        i, j = to_global[i.astype(np.int64)], to_global[j.astype(np.int64)]
+        add_pairs(i, j, np.zeros((len(i), 3)), d, symbols_of)
+    for k, (positions, cell, pbc, _) in enumerate(checked):
+        if not pbc.any():
+            continue
+        i, j, shift, d = calculator.compute(positions, cell, pbc.tolist(), "ijSd")
+        add_pairs(
+            i.astype(np.int64) + offsets[k], j.astype(np.int64) + offsets[k], shift.astype(np.float64), d, symbols_of
+        )
+
     centers = np.concatenate(ci)
     order = np.argsort(centers, kind="stable")
     centers = centers[order]
+    n_atoms = int(counts.sum())
     graph = NeighborGraph(
-        positions=np.concatenate(pos_all),
-        cells=np.stack(cells),
-        species=np.concatenate(species),
-        structure=np.concatenate(owner),
+        positions=np.concatenate([c[0] for c in checked]),
+        cells=np.stack([c[1] for c in checked]),
+        species=np.fromiter((element_index[x] for c in checked for x in c[3]), dtype=np.int64, count=n_atoms),
+        structure=np.repeat(np.arange(len(structures), dtype=np.int64), counts),
         centers=centers,
         neighbors=np.concatenate(cj)[order],
         shifts=np.concatenate(cs).reshape(-1, 3)[order],
         triplets=np.zeros((0, 2), dtype=np.int64),
     )
     if triplets:
-        graph.triplets = pair_triplets(centers, offset)
+        graph.triplets = pair_triplets(centers, n_atoms)
     return graph

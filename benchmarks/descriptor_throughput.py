@@ -1,0 +1,144 @@
+"""Descriptor + force throughput of the eeACSFs, side by side with TorchANI's AEVComputer.
+
+Run with the peer's virtual environment (TorchANI pins a click newer than aiida-core allows):
+
+    python3 -m venv benchmarks/.venv-torchani
+    benchmarks/.venv-torchani/bin/pip install torch==2.13.0 && benchmarks/.venv-torchani/bin/pip install torchani
+    benchmarks/.venv-torchani/bin/pip install ase vesin safetensors scipy
+    benchmarks/.venv-torchani/bin/pip install --no-deps -e .
+    TORCHANI_NO_WARN_EXTENSIONS=1 benchmarks/.venv-torchani/bin/python benchmarks/descriptor_throughput.py
+
+"Descriptor + force" = the descriptor matrix and the gradient of a fixed random projection of it
+with respect to the positions (what a force evaluation costs on top of the networks), including
+the neighbour search of each code. The same structures and the same dtype (float64, float32) go
+to both codes in one run; ratios are reported per structure set and per descriptor entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from structures import SN2_ELEMENTS, sn2_conformations, water_box  # noqa: E402
+
+from aiida_lmlp.potential import EeACSF  # noqa: E402
+from aiida_lmlp.potential.neighbors import build_graph  # noqa: E402
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def eeacsf_case(structures, elements, cutoff, dtype):
+    descriptor = EeACSF.from_paper(elements, cutoff=cutoff)
+    n_atoms = sum(len(a) for a in structures)
+    weights = torch.randn(n_atoms, len(descriptor), dtype=dtype, generator=torch.Generator().manual_seed(0))
+
+    def run():
+        graph = build_graph(structures, elements, cutoff)
+        t = graph.tensors(dtype=dtype)
+        positions = t["positions"].requires_grad_(True)
+        values = descriptor(positions, t["cells"], t)
+        (grad,) = torch.autograd.grad((values * weights).sum(), positions)
+        return grad
+
+    return run, len(descriptor), n_atoms
+
+
+def ani_case(structures, elements, dtype, radial_cutoff=None, angular_cutoff=None):
+    from torchani.aev import AEVComputer
+
+    kwargs = {"num_species": len(elements)}
+    if radial_cutoff:
+        kwargs["radial_cutoff"] = radial_cutoff
+    if angular_cutoff:
+        kwargs["angular_cutoff"] = angular_cutoff
+    periodic = bool(structures[0].pbc.any())
+    if periodic:
+        kwargs["neighborlist"] = "cell_list"
+    aev = AEVComputer.like_2x(**kwargs).to(dtype)
+    index = {e: k for k, e in enumerate(elements)}
+    n_max = max(len(a) for a in structures)
+    species = torch.full((len(structures), n_max), -1, dtype=torch.long)
+    coords = torch.zeros(len(structures), n_max, 3, dtype=dtype)
+    for m, atoms in enumerate(structures):
+        species[m, : len(atoms)] = torch.tensor([index[s] for s in atoms.get_chemical_symbols()])
+        coords[m, : len(atoms)] = torch.as_tensor(atoms.positions, dtype=dtype)
+    cell = torch.as_tensor(structures[0].cell.array, dtype=dtype) if periodic else None
+    pbc = torch.tensor([True, True, True]) if periodic else None
+    with torch.no_grad():
+        length = aev(species[:1], coords[:1], cell=cell, pbc=pbc).shape[-1]
+    weights = torch.randn(len(structures), n_max, length, dtype=dtype, generator=torch.Generator().manual_seed(0))
+
+    def run():
+        positions = coords.clone().requires_grad_(True)
+        values = aev(species, positions, cell=cell, pbc=pbc)
+        (grad,) = torch.autograd.grad((values * weights).sum(), positions)
+        return grad
+
+    return run, length, int((species >= 0).sum())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "descriptor_throughput.json")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    sets = {
+        "sn2 (899 conformations, gas phase)": (sn2_conformations(), SN2_ELEMENTS, 12.0),
+        "water box (1002 atoms, periodic)": ([water_box(334)], ["H", "O"], 6.0),
+    }
+    rows = []
+    for name, (structures, elements, cutoff) in sets.items():
+        for dtype in (torch.float64, torch.float32):
+            cases = {
+                f"eeACSF Table 1 (Rc {cutoff:g} Å)": eeacsf_case(structures, elements, cutoff, dtype),
+                "TorchANI AEV, ANI-2x radii (5.1/3.5 Å)": ani_case(structures, elements, dtype),
+                # TorchANI needs the angular cutoff strictly below the radial one
+                f"TorchANI AEV, radii {cutoff:g}/{cutoff - 0.01:g} Å": ani_case(
+                    structures, elements, dtype, cutoff, cutoff - 0.01
+                ),
+            }
+            for label, (run, length, n_atoms) in cases.items():
+                seconds = _time(run, args.repeats)
+                rows.append(
+                    {
+                        "structures": name,
+                        "dtype": str(dtype).removeprefix("torch."),
+                        "descriptor": label,
+                        "entries": length,
+                        "atoms": n_atoms,
+                        "seconds": seconds,
+                        "atoms_per_s": n_atoms / seconds,
+                        "entries_x_atoms_per_s": n_atoms * length / seconds,
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    machine = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
