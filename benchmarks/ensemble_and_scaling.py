@@ -1,0 +1,135 @@
+"""Ensemble cost (10 members vs 1), peak memory, and scaling with elements and atoms.
+
+    python benchmarks/ensemble_and_scaling.py [--quick]
+
+Every case runs in a fresh subprocess so that its peak resident memory (ru_maxrss) is its own.
+Results go to benchmarks/results/ensemble_and_scaling.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def _time(fn, repeats):
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def run_case(case: dict) -> dict:
+    """Executed in the child process."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from structures import SN2_ELEMENTS, mixed_box, sn2_conformations, water_box
+
+    from aiida_lmlp.potential import ACSF, EeACSF, Ensemble
+    from aiida_lmlp.potential.neighbors import build_graph
+
+    dtype = getattr(torch, case.get("dtype", "float64"))
+    kind = case["kind"]
+    if kind == "ensemble":
+        if case["structures"] == "sn2":
+            structures, elements, cutoff = sn2_conformations()[:200], SN2_ELEMENTS, 12.0
+        else:
+            structures, elements, cutoff = [water_box(334)], ["H", "O"], 6.0
+        model = Ensemble.new(
+            elements,
+            EeACSF.from_paper(elements, cutoff=cutoff),
+            members=case["members"],
+            hidden=(102, 61, 44),
+            seed=0,
+            dtype=dtype,
+        )
+        fn = lambda: model.evaluate(structures, member_forces=case["member_forces"])  # noqa: E731
+        n_atoms = sum(len(a) for a in structures)
+    else:  # descriptor + force for one box
+        elements = case["elements"]
+        box = mixed_box(case["atoms"], elements, seed=1)
+        descriptor_cls = EeACSF if kind == "eeacsf" else ACSF
+        descriptor = EeACSF.from_paper(elements, cutoff=6.0)
+        if descriptor_cls is ACSF:
+            descriptor = ACSF.like(descriptor)
+        n_atoms = len(box)
+
+        def fn():
+            graph = build_graph([box], elements, 6.0)
+            t = graph.tensors(dtype=dtype)
+            positions = t["positions"].requires_grad_(True)
+            values = descriptor(positions, t["cells"], t)
+            torch.autograd.grad(values.sum(), positions)
+
+        case["entries"] = len(descriptor)
+    seconds = _time(fn, case.get("repeats", 3))
+    case.update(
+        seconds=seconds,
+        atoms=n_atoms,
+        us_per_atom=1e6 * seconds / n_atoms,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+    return case
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="skip the largest boxes")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_case(json.loads(args.child))))
+        return
+    ten = ["H", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Br"]
+    cases = []
+    for structures in ("sn2", "water"):
+        for members, member_forces in ((1, True), (10, False), (10, True)):
+            cases.append(
+                {"kind": "ensemble", "structures": structures, "members": members, "member_forces": member_forces}
+            )
+    for n_elements in (1, 4, 10):
+        for kind in ("eeacsf", "acsf"):
+            cases.append({"kind": kind, "elements": ten[:n_elements], "atoms": 1000})
+    sizes = (100, 300, 1000, 3000) if args.quick else (100, 300, 1000, 3000, 10000)
+    for n in sizes:
+        cases.append(
+            {
+                "kind": "eeacsf",
+                "elements": ["H", "O"],
+                "atoms": n,
+                "repeats": 1 if n > 3000 else 3,
+                "dtype": "float32" if n > 3000 else "float64",
+            }
+        )
+    rows = []
+    for case in cases:
+        done = subprocess.run([sys.executable, __file__, "--child", json.dumps(case)], capture_output=True, text=True)
+        if done.returncode != 0:
+            case["error"] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+            rows.append(case)
+        else:
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    import torch
+
+    machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    out = HERE / "results" / "ensemble_and_scaling.json"
+    out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
