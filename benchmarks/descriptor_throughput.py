@@ -19,28 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from structures import SN2_ELEMENTS, sn2_conformations, water_box  # noqa: E402
+from timing import median_time  # noqa: E402
 
 from aiida_lmlp.potential import EeACSF  # noqa: E402
 from aiida_lmlp.potential.neighbors import build_graph  # noqa: E402
-
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def eeacsf_case(structures, elements, cutoff, dtype):
@@ -115,7 +104,7 @@ def main():
                 ),
             }
             for label, (run, length, n_atoms) in cases.items():
-                seconds = _time(run, args.repeats)
+                seconds = median_time(run, args.repeats)
                 rows.append(
                     {
                         "structures": name,

@@ -12,23 +12,13 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-
-
-def _time(fn, repeats):
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+sys.path.insert(0, str(HERE))
+from timing import median_time  # noqa: E402
 
 
 def run_case(case: dict) -> dict:
@@ -75,7 +65,7 @@ def run_case(case: dict) -> dict:
             torch.autograd.grad(values.sum(), positions)
 
         case["entries"] = len(descriptor)
-    seconds = _time(fn, case.get("repeats", 3))
+    seconds = median_time(fn, case.get("repeats", 3))
     case.update(
         seconds=seconds,
         atoms=n_atoms,
