@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .elements import ELEMENT_TERM_MAX, ELEMENT_TERMS, element_term_table, is_d_block, validate_elements
-from .eta_grid import eta_for_inflection, inflection_point
+from .eta_grid import eta_for_inflection, eta_grid, inflection_point
 from .symmetry_functions import AtomCenteredDescriptor, bump_cutoff, safe_sqrt, species_pair_table
 
 __all__ = ["EeACSF", "PAPER_TABLE_1"]
@@ -163,8 +163,6 @@ class EeACSF(AtomCenteredDescriptor):
         if abs(cutoff - table["cutoff"]) > 1e-12:
             innermost = inflection_point(max(radial_eta), table["cutoff"])
             r_min = innermost if r_min is None else float(r_min)
-            from .eta_grid import eta_grid
-
             radial_eta = eta_grid(cutoff, r_min, len(radial_eta))
             angular_eta = _rescaled_widths(angular_eta, cutoff, innermost)
         return cls(

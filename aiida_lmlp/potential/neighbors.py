@@ -188,12 +188,12 @@ def build_graph(
     offsets = np.cumsum(counts) - counts
     ci, cj, cs = [], [], []
 
-    def add_pairs(i, j, shift, d, symbols_of):
+    def add_pairs(i, j, shift, d):
         if d.size and d.min() < min_distance:
             k = int(np.argmin(d))
             owner = int(np.searchsorted(offsets, i[k], side="right") - 1)
             a, b = int(i[k] - offsets[owner]), int(j[k] - offsets[owner])
-            symbols = symbols_of(owner)
+            symbols = checked[owner][3]
             raise StructureError(
                 label(owner),
                 f"atoms {a} ({symbols[a]}) and {b} ({symbols[b]}) are {d[k]:.3f} Å apart, "
@@ -203,7 +203,6 @@ def build_graph(
         cj.append(j)
         cs.append(shift)
 
-    symbols_of = lambda index: checked[index][3]  # noqa: E731
     molecules = [k for k, c in enumerate(checked) if not c[2].any()]
     if molecules:
         layout = _molecule_layout([checked[k][0] for k in molecules], cutoff)
@@ -211,14 +210,12 @@ def build_graph(
         to_global = np.concatenate([np.arange(counts[k]) + offsets[k] for k in molecules])
         i, j, d = calculator.compute(points, np.zeros((3, 3)), False, "ijd")
         i, j = to_global[i.astype(np.int64)], to_global[j.astype(np.int64)]
-        add_pairs(i, j, np.zeros((len(i), 3)), d, symbols_of)
+        add_pairs(i, j, np.zeros((len(i), 3)), d)
     for k, (positions, cell, pbc, _) in enumerate(checked):
         if not pbc.any():
             continue
         i, j, shift, d = calculator.compute(positions, cell, pbc.tolist(), "ijSd")
-        add_pairs(
-            i.astype(np.int64) + offsets[k], j.astype(np.int64) + offsets[k], shift.astype(np.float64), d, symbols_of
-        )
+        add_pairs(i.astype(np.int64) + offsets[k], j.astype(np.int64) + offsets[k], shift.astype(np.float64), d)
 
     centers = np.concatenate(ci)
     order = np.argsort(centers, kind="stable")
