@@ -107,25 +107,30 @@ class ACSF(AtomCenteredDescriptor):
         config["elements"] = list(elements)
         return ACSF(**config)
 
-    def forward(self, positions: torch.Tensor, cells: torch.Tensor, graph: dict) -> torch.Tensor:
-        """ACSF matrix ``(A, len(self))``."""
-        dtype = positions.dtype
-        n_atoms = positions.shape[0]
-        vectors = self.pair_vectors(positions, cells, graph)  # (P, 3)
-        r = torch.linalg.vector_norm(vectors, dim=-1)  # (P,)
-        fc = cosine_cutoff(r, self.cutoff)
+    def radial_features(self, r: torch.Tensor) -> torch.Tensor:
+        """``exp(−η (r − R_s)²) f_c(r)`` per pair, ``(P, E_rad)``."""
+        eta = self.radial_eta_t.to(r.dtype)
+        return torch.exp(-eta * (r[:, None] - self.radial_shift) ** 2) * cosine_cutoff(r, self.cutoff)[:, None]
 
-        radial = torch.exp(-self.radial_eta_t.to(dtype) * (r[:, None] - self.radial_shift) ** 2) * fc[:, None]
-        g_rad = self.radial_sums(radial, graph, n_atoms)  # (A, S, E_rad)
+    def angular_pair_features(self, r: torch.Tensor) -> torch.Tensor:
+        """``exp(−η r²) f_c(r)`` per pair and angular η, ``(P, E_ang)``."""
+        return torch.exp(-self.angular_eta_t.to(r.dtype) * (r * r)[:, None]) * cosine_cutoff(r, self.cutoff)[:, None]
 
-        cos, pair_a, pair_b = self.triplet_geometry(vectors, r, graph)  # (T,)
-        r_jk = torch.linalg.vector_norm(vectors[pair_b] - vectors[pair_a], dim=-1)  # (T,)
-        r2_sum = (r * r)[pair_a] + (r * r)[pair_b] + r_jk * r_jk
-        cut = fc[pair_a] * fc[pair_b] * cosine_cutoff(r_jk, self.cutoff)  # (T,)
-        radial_abc = torch.exp(-self.angular_eta_t.to(dtype) * r2_sum[:, None]) * cut[:, None]  # (T, E_ang)
+    def triplet_features(self, v_a, v_b, part_a, part_b) -> torch.Tensor:
+        """Eq. 6 summand for the unordered pair, counted twice (ordered sum), ``(T, E_ang·L·Z)``."""
+        dtype = v_a.dtype
+        r_a = torch.linalg.vector_norm(v_a, dim=-1)
+        r_b = torch.linalg.vector_norm(v_b, dim=-1)
+        r_c = torch.linalg.vector_norm(v_b - v_a, dim=-1)
+        cos = (v_a * v_b).sum(-1) / (r_a * r_b)
+        # the pair parts carry exp(−η R_ij²) f_c(R_ij) and exp(−η R_ik²) f_c(R_ik); add the j–k term
+        jk = torch.exp(-self.angular_eta_t.to(dtype) * (r_c * r_c)[:, None]) * cosine_cutoff(r_c, self.cutoff)[:, None]
+        radial = part_a * part_b * jk  # (T, E_ang)
         base = (0.5 + 0.5 * self.lambdas_t.to(dtype) * cos[:, None]).clamp_min(0.0)  # (T, L)
         # 2^(1−ζ) (1 + λ cos)^ζ = 2 (½ + ½ λ cos)^ζ, and the ordered double sum counts {j, k} twice
         angle = 4.0 * base[:, :, None] ** self.zetas_t.to(dtype)  # (T, L, Z)
-        geometric = (radial_abc[:, :, None, None] * angle[:, None]).flatten(1)  # (T, F)
-        g_ang = self.angular_sums(geometric, graph, n_atoms)  # (A, Q, F)
-        return torch.cat([g_rad.flatten(1), g_ang.flatten(1)], dim=1)
+        return (radial[:, :, None, None] * angle[:, None]).flatten(1)
+
+    def values_from_sums(self, radial: torch.Tensor, angular: torch.Tensor) -> torch.Tensor:
+        """The sums themselves: ``(A, S·E_rad + Q·F)``."""
+        return torch.cat([radial.flatten(1), angular.flatten(1)], dim=1)

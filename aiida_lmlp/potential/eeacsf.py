@@ -31,6 +31,7 @@ from .symmetry_functions import AtomCenteredDescriptor, bump_cutoff, safe_sqrt, 
 
 __all__ = ["EeACSF", "PAPER_TABLE_1"]
 
+
 #: Table 1 of Eckhoff & Reiher (2023), cutoff 12 Å.
 PAPER_TABLE_1 = {
     "cutoff": 12.0,
@@ -197,26 +198,50 @@ class EeACSF(AtomCenteredDescriptor):
         config["elements"] = list(elements)
         return EeACSF(**config)
 
-    def forward(self, positions: torch.Tensor, cells: torch.Tensor, graph: dict) -> torch.Tensor:
-        """eeACSF matrix ``(A, len(self))``."""
-        dtype = positions.dtype
-        n_atoms = positions.shape[0]
-        vectors = self.pair_vectors(positions, cells, graph)  # (P, 3)
-        r = torch.linalg.vector_norm(vectors, dim=-1)  # (P,)
-        fc = bump_cutoff(r, self.cutoff)  # (P,)
-        r2 = (r * r)[:, None]
+    def radial_features(self, r: torch.Tensor) -> torch.Tensor:
+        """``exp(−η r²) f_c(r)`` per pair and radial η, ``(P, E_rad)``."""
+        return torch.exp(-self.radial_eta_t.to(r.dtype) * (r * r)[:, None]) * bump_cutoff(r, self.cutoff)[:, None]
 
-        radial = torch.exp(-self.radial_eta_t.to(dtype) * r2) * fc[:, None]  # (P, E_rad)
-        sums = self.radial_sums(radial, graph, n_atoms)  # (A, S, E_rad)
-        g_rad = torch.einsum("ase,sh->ahe", sums, self.radial_weights.to(dtype))  # (A, H_rad, E_rad)
+    def angular_pair_features(self, r: torch.Tensor) -> torch.Tensor:
+        """``exp(−η r²) f_c(r)`` per pair and angular η, ``(P, E_ang)``."""
+        return torch.exp(-self.angular_eta_t.to(r.dtype) * (r * r)[:, None]) * bump_cutoff(r, self.cutoff)[:, None]
 
-        pair_part = torch.exp(-self.angular_eta_t.to(dtype) * r2) * fc[:, None]  # (P, E_ang)
-        cos, pair_a, pair_b = self.triplet_geometry(vectors, r, graph)  # (T,)
-        base = (0.5 + 0.5 * self.lambdas_t.to(dtype) * cos[:, None]).clamp_min(0.0)  # (T, L)
-        angle = base[:, :, None] ** self.zetas_t.to(dtype)  # (T, L, Z): 2^−ζ (1 + λ cos)^ζ
-        radial_ab = pair_part[pair_a] * pair_part[pair_b]  # (T, E_ang)
-        geometric = (radial_ab[:, :, None, None] * angle[:, None]).flatten(1)  # (T, E_ang·L·Z)
-        sums = self.angular_sums(geometric, graph, n_atoms)  # (A, Q, F)
-        g_ang = torch.einsum("aqf,qh->ahf", sums, self.angular_weights.to(dtype))  # (A, H_ang, F)
+    def _angle_base(self, cos: torch.Tensor) -> torch.Tensor:
+        """``½ (1 + λ cos)``, clamped at 0 against rounding, ``(T, L, 1)``."""
+        return (0.5 + 0.5 * self.lambdas_t.to(cos.dtype) * cos[:, None]).clamp_min(0.0)[:, :, None]
 
+    def triplet_features(self, v_a, v_b, part_a, part_b) -> torch.Tensor:
+        """``2^−ζ (1 + λ cos θ)^ζ exp(−η (R_a² + R_b²)) f_c(R_a) f_c(R_b)``, ``(T, E_ang·L·Z)``."""
+        cos = (v_a * v_b).sum(-1) / (torch.linalg.vector_norm(v_a, dim=-1) * torch.linalg.vector_norm(v_b, dim=-1))
+        angle = self._angle_base(cos) ** self.zetas_t.to(cos.dtype)  # (T, L, Z): 2^−ζ (1 + λ cos)^ζ
+        return ((part_a * part_b)[:, :, None, None] * angle[:, None]).flatten(1)
+
+    def triplet_jacobian(self, v_a, v_b, part_a, part_b, d_part_a, d_part_b):
+        """Closed-form features and derivatives of :meth:`triplet_features` (see the base class)."""
+        r_a = torch.linalg.vector_norm(v_a, dim=-1, keepdim=True)  # (T, 1)
+        r_b = torch.linalg.vector_norm(v_b, dim=-1, keepdim=True)
+        u_a, u_b = v_a / r_a, v_b / r_b
+        cos = (u_a * u_b).sum(-1)  # (T,)
+        zeta = self.zetas_t.to(cos.dtype)
+        base = self._angle_base(cos)  # (T, L, 1)
+        angle = base**zeta  # (T, L, Z)
+        d_angle = torch.where(base > 0, zeta * base ** (zeta - 1.0), torch.zeros_like(angle))
+        d_angle = d_angle * (0.5 * self.lambdas_t.to(cos.dtype))[None, :, None]  # ∂angle/∂cos
+
+        def outer(radial, angular):  # (T, E) x (T, L, Z) -> (T, F)
+            return (radial[:, :, None, None] * angular[:, None]).flatten(1)
+
+        values = outer(part_a * part_b, angle)
+        along_cos = outer(part_a * part_b, d_angle)
+        d_cos_a = (u_b - cos[:, None] * u_a) / r_a  # (T, 3)
+        d_cos_b = (u_a - cos[:, None] * u_b) / r_b
+        d_a = outer(d_part_a * part_b, angle)[:, :, None] * u_a[:, None] + along_cos[:, :, None] * d_cos_a[:, None]
+        d_b = outer(part_a * d_part_b, angle)[:, :, None] * u_b[:, None] + along_cos[:, :, None] * d_cos_b[:, None]
+        return values, d_a, d_b
+
+    def values_from_sums(self, radial: torch.Tensor, angular: torch.Tensor) -> torch.Tensor:
+        """Element terms (Eqs. 6–9) and the square root: ``(A, len(self))``."""
+        dtype = radial.dtype
+        g_rad = torch.einsum("ase,sh->ahe", radial, self.radial_weights.to(dtype))  # (A, H_rad, E_rad)
+        g_ang = torch.einsum("aqf,qh->ahf", angular, self.angular_weights.to(dtype))  # (A, H_ang, F)
         return safe_sqrt(torch.cat([g_rad.flatten(1), g_ang.flatten(1)], dim=1))

@@ -35,6 +35,11 @@ __all__ = ["Ensemble", "EnsemblePrediction"]
 
 PAPER_HIDDEN = (102, 61, 44)
 
+#: From this many angular triplets per atom on, per-member forces use the explicit descriptor
+#: Jacobian. Measured with 10 members (benchmarks/README.md): gas-phase SN2 (~12 per atom) is
+#: as fast either way; fcc Cu at 4.5 Å (860) is 2.8x and water at 6 Å (4100) 5.9x faster with it.
+JACOBIAN_MIN_TRIPLETS_PER_ATOM = 50
+
 
 @dataclass
 class EnsemblePrediction:
@@ -214,38 +219,48 @@ class Ensemble(torch.nn.Module):
         t = graph.tensors(self.device, self.dtype)
         n_structures = t["n_structures"]
         structure = t["structure"]
-        positions, cells = t["positions"], t["cells"]
         need_grad = forces or stress
-        with torch.enable_grad():
-            positions = positions.requires_grad_(need_grad)
-            inputs = [positions]
-            if stress:
-                strain = torch.zeros_like(cells).requires_grad_(True)  # (S, 3, 3), symmetric ε
-                sym = 0.5 * (strain + strain.transpose(1, 2))
-                positions = positions + torch.einsum("ai,aij->aj", positions, sym[structure])
-                cells = cells + torch.bmm(cells, sym)
-                inputs.append(strain)
-            descriptors = self.descriptor(positions, cells, t)  # (A, G)
-            reference = torch.as_tensor(
-                [self.reference_energies[e] for e in self.elements], dtype=self.dtype, device=self.device
-            )[t["species"]]  # (A,)
-            per_member = need_grad and member_forces and self.members > 1
-            if per_member:
-                leaf = descriptors.detach().unsqueeze(0).expand(self.members, -1, -1).clone().requires_grad_(True)
-                atomic = self.networks(leaf, t["species"])  # (M, A)
-            else:
-                atomic = self.networks(descriptors, t["species"])  # (M, A)
-            atomic = atomic + reference
-            energy_members = atomic.new_zeros(self.members, n_structures).index_add(1, structure, atomic)  # (M, S)
-
-            grads = None
-            if per_member:
+        per_member = need_grad and member_forces and self.members > 1
+        reference = torch.as_tensor(
+            [self.reference_energies[e] for e in self.elements], dtype=self.dtype, device=self.device
+        )[t["species"]]  # (A,)
+        if per_member and graph.triplets.shape[0] >= JACOBIAN_MIN_TRIPLETS_PER_ATOM * graph.n_atoms:
+            # M gradients of a large system: through an explicit Jacobian of the descriptor sums
+            # (built once), so each member costs one small contraction instead of a backward pass
+            jacobian = self.descriptor.sums_and_jacobian(t["positions"], t["cells"], t)
+            radial, angular = jacobian.radial.requires_grad_(), jacobian.angular.requires_grad_()
+            with torch.enable_grad():
+                descriptors = self.descriptor.values_from_sums(radial, angular)  # (A, G)
+                leaf = descriptors.detach().unsqueeze(0).expand(self.members, -1, -1).clone().requires_grad_()
+                atomic = self.networks(leaf, t["species"]) + reference  # (M, A)
+                energy_members = atomic.new_zeros(self.members, n_structures).index_add(1, structure, atomic)
                 (d_energy,) = torch.autograd.grad(energy_members.sum(), leaf)  # (M, A, G)
-                grads = torch.autograd.grad(descriptors, inputs, grad_outputs=d_energy, is_grads_batched=True)
-            elif need_grad:
-                grads = torch.autograd.grad(energy_members.mean(0).sum(), inputs)
-                grads = tuple(g.unsqueeze(0) for g in grads)  # (1, ...)
-
+                cotangents = torch.autograd.grad(
+                    descriptors, (radial, angular), grad_outputs=d_energy, is_grads_batched=True
+                )
+            pair_gradients = self.descriptor.pair_gradients(jacobian, t, *cotangents)  # (M, P, 3)
+            vectors = jacobian.vectors
+        else:
+            # backward passes through the descriptor: one for the mean energy, or one per member
+            # (vectorised) for small systems, where building the Jacobian costs more than it saves;
+            # the energy depends on positions and cell only through the pair vectors
+            vectors = self.descriptor.pair_vectors(t["positions"], t["cells"], t).requires_grad_(need_grad)
+            with torch.enable_grad():
+                radial, angular = self.descriptor.sums_from_vectors(vectors, t, graph.n_atoms)
+                descriptors = self.descriptor.values_from_sums(radial, angular)  # (A, G)
+                leaf = descriptors
+                if per_member:
+                    leaf = descriptors.detach().unsqueeze(0).expand(self.members, -1, -1).clone().requires_grad_()
+                atomic = self.networks(leaf, t["species"]) + reference  # (M, A)
+                energy_members = atomic.new_zeros(self.members, n_structures).index_add(1, structure, atomic)
+                if per_member:
+                    (d_energy,) = torch.autograd.grad(energy_members.sum(), leaf)  # (M, A, G)
+                    (pair_gradients,) = torch.autograd.grad(
+                        descriptors, vectors, grad_outputs=d_energy, is_grads_batched=True
+                    )  # (M, P, 3)
+                elif need_grad:
+                    (pair_gradients,) = torch.autograd.grad(energy_members.mean(0).sum(), vectors)
+                    pair_gradients = pair_gradients.unsqueeze(0)  # (1, P, 3)
         energy = energy_members.mean(0).detach()
         counts = torch.bincount(structure, minlength=n_structures).to(self.dtype)
         c = self.uncertainty_scale
@@ -257,18 +272,24 @@ class Ensemble(torch.nn.Module):
             atomic_energies=atomic.mean(0).detach().cpu().numpy(),
             structure=graph.structure,
         )
+        if not need_grad:
+            return prediction
         if forces:
-            force_members = -grads[0]  # (M or 1, A, 3)
+            force_members = pair_gradients.new_zeros(pair_gradients.shape[0], graph.n_atoms, 3)
+            force_members.index_add_(1, t["centers"], pair_gradients)
+            force_members.index_add_(1, t["neighbors"], -pair_gradients)  # F = −∂E/∂x, v = x_j − x_i + …
             prediction.forces = force_members.mean(0).cpu().numpy()
             if per_member or self.members == 1:
-                members_np = force_members.cpu().numpy()
-                prediction.forces_members = members_np
+                prediction.forces_members = force_members.cpu().numpy()
                 floor = torch.full_like(force_members[0], self.rmse_forces)
                 prediction.forces_uncertainty = torch.maximum(floor, c * _sample_std(force_members)).cpu().numpy()
         if stress:
-            volumes = torch.linalg.det(t["cells"]).abs()  # (S,)
-            d_strain = grads[-1].mean(0)  # (S, 3, 3)
-            prediction.stress = (d_strain / volumes[:, None, None]).cpu().numpy()
+            # σ = (1/V) ∂E/∂ε = (1/V) Σ_pairs v ⊗ ∂E/∂v (the energy depends on positions only through v)
+            virial = torch.einsum("pi,pj->pij", vectors.detach(), pair_gradients.mean(0))
+            per_structure = virial.new_zeros(n_structures, 3, 3).index_add_(0, structure[t["centers"]], virial)
+            per_structure = 0.5 * (per_structure + per_structure.transpose(1, 2))
+            volumes = torch.linalg.det(t["cells"]).abs()
+            prediction.stress = (per_structure / volumes[:, None, None]).cpu().numpy()
         return prediction
 
     # -- persistence ------------------------------------------------------------------------

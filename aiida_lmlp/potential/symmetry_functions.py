@@ -15,15 +15,18 @@ Shapes in comments: ``A`` atoms, ``P`` pairs, ``T`` triplets, ``S`` species,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.func import jvp, vmap
 
 from .errors import structure_label
 from .neighbors import DEFAULT_MIN_DISTANCE, build_graph
 
 __all__ = [
     "AtomCenteredDescriptor",
+    "SumsJacobian",
     "bump_cutoff",
     "cosine_cutoff",
     "safe_sqrt",
@@ -68,6 +71,17 @@ def species_pair_table(n_species: int) -> np.ndarray:
             table[a, b] = table[b, a] = index
             index += 1
     return table
+
+
+@dataclass
+class SumsJacobian:
+    """Species-resolved sums of a batch and their derivatives with respect to the pair vectors."""
+
+    radial: torch.Tensor  # (A, S, E)
+    angular: torch.Tensor  # (A, Q, F)
+    vectors: torch.Tensor  # (P, 3) pair vectors
+    radial_derivative: torch.Tensor  # (P, E): d radial_features / d r
+    angular_jacobian: torch.Tensor  # (P, S, F, 3): Σ over the pair's triplets with partner species s
 
 
 class AtomCenteredDescriptor(torch.nn.Module):
@@ -134,18 +148,132 @@ class AtomCenteredDescriptor(torch.nn.Module):
         out.index_add_(0, index, features)
         return out.view(n_atoms, q, features.shape[1])
 
-    @staticmethod
-    def triplet_geometry(vectors: torch.Tensor, distances: torch.Tensor, graph: dict):
-        """``cos θ_ijk`` of every triplet and the indices of its two pairs."""
-        pair_a, pair_b = graph["triplets"][:, 0], graph["triplets"][:, 1]
-        cos = (vectors[pair_a] * vectors[pair_b]).sum(-1) / (distances[pair_a] * distances[pair_b])
-        return cos, pair_a, pair_b
+    # -- what a descriptor defines -----------------------------------------------------------
 
-    # -- API --------------------------------------------------------------------------------
+    def radial_features(self, r: torch.Tensor) -> torch.Tensor:
+        """Geometric factors of the radial functions per pair, ``(P,) → (P, E)``."""
+        raise NotImplementedError
+
+    def angular_pair_features(self, r: torch.Tensor) -> torch.Tensor:
+        """The per-pair factor of the angular functions (radial part with cutoff), ``(P,) → (P, E_ang)``."""
+        raise NotImplementedError
+
+    def triplet_features(
+        self, v_a: torch.Tensor, v_b: torch.Tensor, part_a: torch.Tensor, part_b: torch.Tensor
+    ) -> torch.Tensor:
+        """Geometric factors of the angular functions per triplet, ``(T, F)``.
+
+        ``v_a``, ``v_b`` are the triplet's pair vectors, ``part_a``, ``part_b`` their
+        :meth:`angular_pair_features` (computed once per pair, not per triplet).
+        """
+        raise NotImplementedError
+
+    def values_from_sums(self, radial: torch.Tensor, angular: torch.Tensor) -> torch.Tensor:
+        """Descriptor matrix ``(A, len(self))`` from the species-resolved sums ``(A, S, E)`` and ``(A, Q, F)``."""
+        raise NotImplementedError
+
+    def triplet_jacobian(self, v_a, v_b, part_a, part_b, d_part_a, d_part_b):
+        """Triplet features ``(T, F)`` and their derivatives with respect to ``v_a`` and ``v_b``, ``(T, F, 3)``.
+
+        ``d_part_*`` are the derivatives of the pair parts with respect to the distance. Generic
+        version by forward-mode differentiation (six tangents, the pair parts following by the
+        chain rule); descriptors may override it with closed forms.
+        """
+        count = v_a.shape[0]
+        basis = torch.eye(6, dtype=v_a.dtype, device=v_a.device)
+        tangent_a = basis[:, None, :3].expand(6, count, 3)
+        tangent_b = basis[:, None, 3:].expand(6, count, 3)
+        u_a = v_a / torch.linalg.vector_norm(v_a, dim=-1, keepdim=True)
+        u_b = v_b / torch.linalg.vector_norm(v_b, dim=-1, keepdim=True)
+        tangent_part_a = d_part_a * (tangent_a * u_a).sum(-1, keepdim=True)  # (6, t, E)
+        tangent_part_b = d_part_b * (tangent_b * u_b).sum(-1, keepdim=True)
+
+        def directional(ta, tb, tpa, tpb):
+            return jvp(self.triplet_features, (v_a, v_b, part_a, part_b), (ta, tb, tpa, tpb))
+
+        values, tangents = vmap(directional)(tangent_a, tangent_b, tangent_part_a, tangent_part_b)
+        return values[0], tangents[:3].permute(1, 2, 0), tangents[3:].permute(1, 2, 0)
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def sums(self, positions: torch.Tensor, cells: torch.Tensor, graph: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Species-resolved radial ``(A, S, E)`` and angular ``(A, Q, F)`` sums (differentiable)."""
+        return self.sums_from_vectors(self.pair_vectors(positions, cells, graph), graph, positions.shape[0])
+
+    def sums_from_vectors(self, vectors: torch.Tensor, graph: dict, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sums of :meth:`sums` from the pair vectors ``(P, 3)``."""
+        r = torch.linalg.vector_norm(vectors, dim=-1)  # (P,)
+        radial = self.radial_sums(self.radial_features(r), graph, n_atoms)
+        part = self.angular_pair_features(r)  # (P, E_ang)
+        pair_a, pair_b = graph["triplets"][:, 0], graph["triplets"][:, 1]
+        features = self.triplet_features(vectors[pair_a], vectors[pair_b], part[pair_a], part[pair_b])
+        return radial, self.angular_sums(features, graph, n_atoms)
 
     def forward(self, positions: torch.Tensor, cells: torch.Tensor, graph: dict) -> torch.Tensor:
         """Descriptor matrix ``(A, len(self))`` of a neighbour graph (see :mod:`.neighbors`)."""
-        raise NotImplementedError
+        return self.values_from_sums(*self.sums(positions, cells, graph))
+
+    def sums_and_jacobian(
+        self, positions: torch.Tensor, cells: torch.Tensor, graph: dict, chunk_size: int = 1 << 18
+    ) -> SumsJacobian:
+        """The sums of :meth:`sums` and their derivatives with respect to every pair vector.
+
+        The angular Jacobian is stored per pair and partner species, ``(P, S, F, 3)``: all
+        triplets of a pair whose other neighbour has species ``s`` fall into the same bucket,
+        so any cotangent of the sums maps to pair gradients by one small contraction
+        (:meth:`pair_gradients`), however many ensemble members ask. Triplets are processed
+        in chunks of ``chunk_size`` with :meth:`triplet_jacobian`.
+        """
+        with torch.no_grad():
+            n_atoms = positions.shape[0]
+            s = self.n_species
+            q = self.n_species_pairs
+            vectors = self.pair_vectors(positions, cells, graph)
+            r = torch.linalg.vector_norm(vectors, dim=-1)
+            radial_values, radial_derivative = jvp(self.radial_features, (r,), (torch.ones_like(r),))
+            radial = self.radial_sums(radial_values, graph, n_atoms)
+
+            centers = graph["centers"]
+            neighbor_species = graph["species"][graph["neighbors"]]  # (P,)
+            triplets = graph["triplets"]
+            part, d_part = jvp(self.angular_pair_features, (r,), (torch.ones_like(r),))
+            n_features = len(self.angular_eta) * len(self.lambdas) * len(self.zetas)
+            angular = vectors.new_zeros(n_atoms * q, n_features)
+            jacobian = vectors.new_zeros(vectors.shape[0] * s, n_features, 3)
+            for start in range(0, triplets.shape[0], chunk_size):
+                pair_a, pair_b = triplets[start : start + chunk_size, 0], triplets[start : start + chunk_size, 1]
+                values, d_a, d_b = self.triplet_jacobian(  # (t, F), (t, F, 3), (t, F, 3)
+                    vectors[pair_a], vectors[pair_b], part[pair_a], part[pair_b], d_part[pair_a], d_part[pair_b]
+                )
+                species_a, species_b = neighbor_species[pair_a], neighbor_species[pair_b]
+                angular.index_add_(0, centers[pair_a] * q + self.pair_table[species_a, species_b], values)
+                jacobian.index_add_(0, pair_a * s + species_b, d_a)
+                jacobian.index_add_(0, pair_b * s + species_a, d_b)
+            return SumsJacobian(
+                radial=radial,
+                angular=angular.view(n_atoms, q, n_features),
+                vectors=vectors,
+                radial_derivative=radial_derivative,
+                angular_jacobian=jacobian.view(vectors.shape[0], s, n_features, 3),
+            )
+
+    def pair_gradients(
+        self, jacobian: SumsJacobian, graph: dict, radial_cotangent: torch.Tensor, angular_cotangent: torch.Tensor
+    ) -> torch.Tensor:
+        """``∂E/∂v`` for every pair vector, ``(M, P, 3)``, from cotangents ``(M, A, S, E)``, ``(M, A, Q, F)``.
+
+        Differentiable in the cotangents (so training can take forces through it).
+        """
+        centers = graph["centers"]
+        neighbor_species = graph["species"][graph["neighbors"]]
+        unit = jacobian.vectors / torch.linalg.vector_norm(jacobian.vectors, dim=-1, keepdim=True)
+        radial = radial_cotangent[:, centers, neighbor_species, :]  # (M, P, E)
+        out = (radial * jacobian.radial_derivative).sum(-1)[..., None] * unit  # (M, P, 3)
+        buckets = self.pair_table[neighbor_species]  # (P, S): bucket of (species of j, partner species)
+        for partner in range(self.n_species):
+            cotangent = angular_cotangent[:, centers, buckets[:, partner], :]  # (M, P, F)
+            out = out + torch.einsum("mpf,pfk->mpk", cotangent, jacobian.angular_jacobian[:, partner])
+        return out
 
     def compute(
         self,
