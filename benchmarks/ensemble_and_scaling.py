@@ -12,8 +12,10 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -33,6 +35,8 @@ def run_case(case: dict) -> dict:
 
     dtype = getattr(torch, case.get("dtype", "float64"))
     kind = case["kind"]
+    if kind == "ensemble_ratio":
+        return _ensemble_ratio(case)
     if kind == "ensemble":
         if case["structures"] == "sn2":
             structures, elements, cutoff = sn2_conformations()[:200], SN2_ELEMENTS, 12.0
@@ -75,6 +79,43 @@ def run_case(case: dict) -> dict:
     return case
 
 
+def _ensemble_ratio(case: dict) -> dict:
+    """1 member, 10 members (mean forces) and 10 members (per-member forces), interleaved.
+
+    The machine is noisy (the same case varies by up to 1.6x between runs), so the three
+    variants are timed in alternation in one process and compared by their medians.
+    """
+    from structures import SN2_ELEMENTS, sn2_conformations, water_box
+
+    from aiida_lmlp.potential import EeACSF, Ensemble
+
+    if case["structures"] == "sn2":
+        structures, elements, cutoff = sn2_conformations()[:200], SN2_ELEMENTS, 12.0
+    else:
+        structures, elements, cutoff = [water_box(334)], ["H", "O"], 6.0
+    descriptor = EeACSF.from_paper(elements, cutoff=cutoff)
+    one = Ensemble.new(elements, descriptor, members=1, seed=0)
+    ten = Ensemble.new(elements, descriptor, members=10, seed=0)
+    variants = {
+        "1 member": lambda: one.evaluate(structures),
+        "10 members, mean forces": lambda: ten.evaluate(structures, member_forces=False),
+        "10 members, per-member forces": lambda: ten.evaluate(structures),
+    }
+    samples = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()  # warm-up
+    for _ in range(case.get("rounds", 7)):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    case["seconds"] = medians
+    case["ratio_to_1_member"] = {name: value / medians["1 member"] for name, value in medians.items()}
+    case["atoms"] = sum(len(a) for a in structures)
+    return case
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the largest boxes")
@@ -86,9 +127,17 @@ def main():
     ten = ["H", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Br"]
     cases = []
     for structures in ("sn2", "water"):
+        cases.append({"kind": "ensemble_ratio", "structures": structures, "rounds": 7 if structures == "sn2" else 3})
         for members, member_forces in ((1, True), (10, False), (10, True)):
+            # one evaluation each, for the peak memory of every variant on its own
             cases.append(
-                {"kind": "ensemble", "structures": structures, "members": members, "member_forces": member_forces}
+                {
+                    "kind": "ensemble",
+                    "structures": structures,
+                    "members": members,
+                    "member_forces": member_forces,
+                    "repeats": 1,
+                }
             )
     for n_elements in (1, 4, 10):
         for kind in ("eeacsf", "acsf"):

@@ -116,13 +116,16 @@ class StackedAtomicNetworks(torch.nn.Module):
         return self.networks[element]
 
     def forward(self, descriptors: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        """Atomic energies ``(M, A)``; ``descriptors`` is ``(A, G)`` or per member ``(M, A, G)``."""
-        n_atoms = species.shape[0]
-        out = descriptors.new_zeros(self.members, n_atoms)
-        for k, element in enumerate(self.elements):
-            index = torch.nonzero(species == k).squeeze(1)
-            if index.numel() == 0:
-                continue
-            energies = self.networks[element](descriptors.index_select(-2, index))  # (M, A_e)
-            out = out.index_copy(1, index, energies)
-        return out
+        """Atomic energies ``(M, A)``; ``descriptors`` is ``(A, G)`` or per member ``(M, A, G)``.
+
+        Atoms are sorted by element once and the networks see contiguous blocks, so the
+        backward pass scatters once instead of once per element.
+        """
+        order = torch.argsort(species, stable=True)
+        counts = torch.bincount(species, minlength=len(self.elements)).tolist()
+        blocks = torch.split(descriptors.index_select(-2, order), counts, dim=-2)
+        energies = [
+            self.networks[element](block) if count else descriptors.new_zeros(self.members, 0)
+            for element, block, count in zip(self.elements, blocks, counts)
+        ]
+        return torch.cat(energies, dim=1).index_select(1, torch.argsort(order))
