@@ -37,6 +37,8 @@ def run_case(case: dict) -> dict:
     kind = case["kind"]
     if kind == "ensemble_ratio":
         return _ensemble_ratio(case)
+    if kind == "elements_interleaved":
+        return _elements_interleaved(case)
     if kind == "ensemble":
         if case["structures"] == "sn2":
             structures, elements, cutoff = sn2_conformations()[:200], SN2_ELEMENTS, 12.0
@@ -116,6 +118,40 @@ def _ensemble_ratio(case: dict) -> dict:
     return case
 
 
+def _elements_interleaved(case: dict) -> dict:
+    """eeACSF and ACSF descriptor + force at 1, 4 and 10 elements, timed in alternation."""
+    import torch
+    from structures import mixed_box
+
+    from aiida_lmlp.potential import ACSF, EeACSF
+    from aiida_lmlp.potential.neighbors import build_graph
+
+    ten = ["H", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Br"]
+    variants = {}
+    for n in (1, 4, 10):
+        elements = ten[:n]
+        box = mixed_box(case["atoms"], elements, seed=1)
+        t = build_graph([box], elements, 6.0).tensors()
+        for descriptor in (EeACSF.from_paper(elements, cutoff=6.0), ACSF.like(EeACSF.from_paper(elements, cutoff=6.0))):
+
+            def run(descriptor=descriptor, t=t):
+                positions = t["positions"].clone().requires_grad_(True)
+                values = descriptor(positions, t["cells"], t)
+                torch.autograd.grad(values.sum(), positions)
+
+            variants[f"{descriptor.kind} {n} elements ({len(descriptor)} entries)"] = run
+    samples = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()
+    for _ in range(case.get("rounds", 3)):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    case["ms_per_atom"] = {name: 1e3 * statistics.median(v) / case["atoms"] for name, v in samples.items()}
+    return case
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the largest boxes")
@@ -139,6 +175,7 @@ def main():
                     "repeats": 1,
                 }
             )
+    cases.append({"kind": "elements_interleaved", "atoms": 1000, "rounds": 3})
     for n_elements in (1, 4, 10):
         for kind in ("eeacsf", "acsf"):
             cases.append({"kind": kind, "elements": ten[:n_elements], "atoms": 1000})
