@@ -266,13 +266,25 @@ class AtomCenteredDescriptor(torch.nn.Module):
         """
         centers = graph["centers"]
         neighbor_species = graph["species"][graph["neighbors"]]
+        members, n_atoms = radial_cotangent.shape[:2]
         unit = jacobian.vectors / torch.linalg.vector_norm(jacobian.vectors, dim=-1, keepdim=True)
-        radial = radial_cotangent[:, centers, neighbor_species, :]  # (M, P, E)
-        out = (radial * jacobian.radial_derivative).sum(-1)[..., None] * unit  # (M, P, 3)
+        # gather whole rows: (atom, bucket) first, members and features contiguous behind it
+        flat_radial = radial_cotangent.reshape(members, n_atoms * self.n_species, -1).transpose(0, 1).contiguous()
+        radial = flat_radial.index_select(0, centers * self.n_species + neighbor_species)  # (P, M, E)
+        out = (radial * jacobian.radial_derivative[:, None, :]).sum(-1)[..., None] * unit[:, None, :]  # (P, M, 3)
+        flat_angular = angular_cotangent.reshape(members, n_atoms * self.n_species_pairs, -1).transpose(0, 1)
+        flat_angular = flat_angular.contiguous()  # (A·Q, M, F)
         buckets = self.pair_table[neighbor_species]  # (P, S): bucket of (species of j, partner species)
-        for partner in range(self.n_species):
-            cotangent = angular_cotangent[:, centers, buckets[:, partner], :]  # (M, P, F)
-            out = out + torch.einsum("mpf,pfk->mpk", cotangent, jacobian.angular_jacobian[:, partner])
+        rows = centers[:, None] * self.n_species_pairs + buckets  # (P, S)
+        s, f = self.n_species, flat_angular.shape[-1]
+        jacobian_rows = jacobian.angular_jacobian.reshape(-1, s * f, 3)  # (P, S·F, 3)
+        chunk = max(1, (1 << 23) // (s * members * f))  # bounds the gathered block to 8 M numbers
+        pieces = []
+        for start in range(0, rows.shape[0], chunk):
+            block = flat_angular.index_select(0, rows[start : start + chunk].reshape(-1))  # (p·S, M, F)
+            block = block.view(-1, s, members, f).transpose(1, 2).reshape(-1, members, s * f)  # (p, M, S·F)
+            pieces.append(torch.bmm(block, jacobian_rows[start : start + chunk]))  # (p, M, 3)
+        out = (out + torch.cat(pieces)).transpose(0, 1)  # (M, P, 3)
         return out
 
     def compute(
