@@ -1,0 +1,174 @@
+"""The CoRe optimiser in the paper's form (Eckhoff & Reiher 2023, Eqs. 13–20), member-aware.
+
+The authors' `core-optimizer` package (PyPI) implements the same update. We keep this form
+next to it for three reasons, each checked in ``tests/potential/test_core_optimizer.py``:
+
+* **Plasticity ranking per ensemble member.** The package ranks the scores of a whole tensor.
+  Our networks stack the weights of all members in one tensor ``(M, ...)``; with
+  ``member_axis=0`` the top-``n_frozen`` weights are chosen per member, exactly as if every
+  member had its own tensor (the paper's groups: element network, layer, weight type).
+* **Exact top-n.** The package freezes every weight with ``S ≥ 0.999999 · S_(n)`` (the n-th
+  largest score), which freezes more than n weights on near-ties and fewer than n when the
+  n-th score is negative. Eq. 17 freezes exactly the n highest scores.
+* **Score decay for every group.** The package applies the factor ``1 − 1/t_hist`` of Eq. 20
+  only in groups that freeze weights; the paper applies it to all. (Scores of groups without
+  freezing are never used, so this changes no weight.)
+
+With no freezing (``frozen=0``) both give the same weights to rounding.
+
+Per weight ξ and its own step counter τ (Eqs. 13–20)::
+
+    g = β1(τ) g + (1 − β1(τ)) G,      β1(τ) = β1b + (β1a − β1b) exp(−((τ − 1)/β1c)²)
+    h = β2 h + (1 − β2) G²
+    u = [g / (1 − β1(τ)^τ)] / ([h / (1 − β2^τ)]^½ + ε)
+    P = 0 if τ > t_hist and S among the n_frozen highest scores of its group, else 1
+    s = clamp(η± s, s_min, s_max) by the sign of g_prev · g · P (unchanged if 0)
+    w = (1 − d |u| P s) w − u P s
+    S = S + g u P s / t_hist  (τ ≤ t_hist),  (1 − 1/t_hist) S + g u P s / t_hist  (τ > t_hist)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["CORE_DEFAULTS", "PaperCoRe", "core_parameter_groups"]
+
+#: Hyperparameters of section 3 of the paper (β1b = 0.725 of the two values used there).
+CORE_DEFAULTS = {
+    "lr": 1e-3,  # s0
+    "step_sizes": (1e-6, 1.0),  # s_min, s_max
+    "etas": (0.5, 1.2),  # η−, η+
+    "betas": (0.45, 0.725, 500.0, 0.999),  # β1a, β1b, β1c, β2
+    "eps": 1e-8,
+    "weight_decay": 0.1,
+    "score_history": 500,  # t_hist
+    "frozen": 0.01,  # fraction of each group (per member) frozen by the plasticity factor
+    "member_axis": None,  # 0 when the tensor stacks ensemble members along its first axis
+}
+
+
+class PaperCoRe(torch.optim.Optimizer):
+    """CoRe exactly as in Eqs. 13–20, with plasticity ranking per group and member.
+
+    Every parameter tensor is one group of Eq. 17 (or ``M`` groups, one per member, when its
+    ``member_axis`` is 0). ``frozen`` is the fraction of the group's weights frozen,
+    ``n_frozen = int(frozen · group size)``.
+    """
+
+    def __init__(self, params, **defaults):
+        unknown = set(defaults) - set(CORE_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown CoRe hyperparameter(s): {', '.join(sorted(unknown))}")
+        merged = {**CORE_DEFAULTS, **defaults}
+        _validate(merged)
+        super().__init__(params, merged)
+        for group in self.param_groups:
+            _validate(group)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One optimisation step for every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            s_min, s_max = group["step_sizes"]
+            eta_minus, eta_plus = group["etas"]
+            beta_1a, beta_1b, beta_1c, beta_2 = group["betas"]
+            t_hist = group["score_history"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    state["g"] = torch.zeros_like(param)
+                    state["h"] = torch.zeros_like(param)
+                    state["s"] = torch.full_like(param, group["lr"])
+                    state["S"] = torch.zeros_like(param)
+                state["step"] += 1
+                tau = state["step"]
+                grad = param.grad
+                g_prev = state["g"].clone()
+                beta_1 = beta_1b + (beta_1a - beta_1b) * math.exp(-(((tau - 1) / beta_1c) ** 2))
+                state["g"].mul_(beta_1).add_(grad, alpha=1.0 - beta_1)  # Eq. 13
+                state["h"].mul_(beta_2).addcmul_(grad, grad, value=1.0 - beta_2)  # Eq. 14
+                g = state["g"]
+                update = (g / (1.0 - beta_1**tau)) / ((state["h"] / (1.0 - beta_2**tau)).sqrt() + group["eps"])  # 16
+                plasticity = self._plasticity(state["S"], tau, group)  # Eq. 17
+                sign = g_prev * g * plasticity
+                factor = torch.ones_like(sign)
+                factor[sign > 0] = eta_plus
+                factor[sign < 0] = eta_minus
+                state["s"].mul_(factor).clamp_(s_min, s_max)  # Eq. 18
+                step = update * plasticity * state["s"]
+                param.mul_(1.0 - group["weight_decay"] * step.abs()).sub_(step)  # Eq. 19
+                if t_hist > 0:  # Eq. 20
+                    if tau > t_hist:
+                        state["S"].mul_(1.0 - 1.0 / t_hist)
+                    state["S"].add_(g * step / t_hist)
+        return loss
+
+    @staticmethod
+    def _plasticity(score: torch.Tensor, tau: int, group: dict) -> torch.Tensor:
+        ones = torch.ones_like(score)
+        t_hist = group["score_history"]
+        if t_hist <= 0 or tau <= t_hist or group["frozen"] <= 0:
+            return ones
+        rows = score.reshape(score.shape[0], -1) if group["member_axis"] == 0 else score.reshape(1, -1)
+        n_frozen = int(group["frozen"] * rows.shape[1])
+        if n_frozen == 0:
+            return ones
+        top = torch.topk(rows, n_frozen, dim=1).indices
+        mask = torch.ones_like(rows).scatter_(1, top, 0.0)
+        return mask.reshape(score.shape)
+
+
+def _validate(group: dict) -> None:
+    s_min, s_max = group["step_sizes"]
+    eta_minus, eta_plus = group["etas"]
+    beta_1a, beta_1b, beta_1c, beta_2 = group["betas"]
+    checks = {
+        "lr": group["lr"] > 0,
+        "step_sizes": 0 < s_min <= s_max,
+        "etas": 0 < eta_minus <= 1 <= eta_plus,
+        "betas": 0 <= beta_1a < 1 and 0 <= beta_1b < 1 and beta_1c > 0 and 0 <= beta_2 < 1,
+        "eps": group["eps"] >= 0,
+        "weight_decay": 0 <= group["weight_decay"] < 1 / s_max if s_max > 0 else False,
+        "score_history": group["score_history"] >= 0,
+        "frozen": 0 <= group["frozen"] <= 1,
+        "member_axis": group["member_axis"] in (None, 0),
+    }
+    bad = [key for key, ok in checks.items() if not ok]
+    if bad:
+        raise ValueError(f"invalid CoRe hyperparameter(s): {', '.join(f'{k}={group[k]!r}' for k in bad)}")
+
+
+def core_parameter_groups(networks, frozen: float = 0.01, **hyperparameters) -> list[dict]:
+    """The paper's parameter groups for stacked atomic networks (one tensor = one group per member).
+
+    Weight decay 0.01 for the standardisation weights α, β; 0 for the output layer; 0.1
+    otherwise. The plasticity factor freezes ``frozen`` (1 %) of the weights and biases of the
+    hidden layers, never those of the output neuron nor α, β.
+    """
+    groups = []
+    for net in networks.networks.values():
+        groups.append(
+            {"params": [net.alpha, net.beta], "weight_decay": 0.01, "frozen": 0.0, "member_axis": 0, **hyperparameters}
+        )
+        last = len(net.weights) - 1
+        for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+            output = k == last
+            groups.append(
+                {
+                    "params": [w, b],
+                    "weight_decay": 0.0 if output else 0.1,
+                    "frozen": 0.0 if output else frozen,
+                    "member_axis": 0,
+                    **hyperparameters,
+                }
+            )
+    return groups
