@@ -1,0 +1,125 @@
+"""Training batches: descriptor Jacobians prepared once, energies and forces differentiable in the weights.
+
+During training the structures do not move, so the descriptor sums and their Jacobian with
+respect to the pair vectors (:meth:`AtomCenteredDescriptor.sums_and_jacobian`) are computed
+once per conformation. Every epoch then costs the networks and one contraction per member:
+
+    F_m = −Σ_pairs (∂E_m/∂sums) · J        (∂E_m/∂sums differentiable in the weights)
+
+instead of a double backward pass through the descriptor. The loss is Eq. 10 of Eckhoff &
+Reiher (2023), one value per ensemble member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from .ensemble import Ensemble
+from .neighbors import build_graph
+from .symmetry_functions import SumsJacobian
+
+__all__ = ["PreparedBatch", "loss_eq10", "predict_batch", "prepare_batch"]
+
+
+@dataclass
+class PreparedBatch:
+    """Structures with their fixed descriptor sums, Jacobian and reference labels."""
+
+    graph: dict  # tensors of the neighbour graph
+    jacobian: SumsJacobian
+    n_atoms: torch.Tensor  # (S,) atoms per structure
+    reference_sum: torch.Tensor  # (S,) Σ free-atom reference energies, eV
+    energy: torch.Tensor | None  # (S,) reference total energies, eV
+    forces: torch.Tensor | None  # (A, 3) reference forces, eV/Å
+
+
+def _labels(structures: Sequence[Atoms]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    energies, forces = [], []
+    for atoms in structures:
+        calc_results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+        energy = atoms.info.get("energy", calc_results.get("energy"))
+        force = atoms.arrays.get("forces", calc_results.get("forces"))
+        energies.append(energy)
+        forces.append(force)
+    energy = None if any(e is None for e in energies) else np.asarray(energies, dtype=np.float64)
+    force = None if any(f is None for f in forces) else np.concatenate(forces).astype(np.float64)
+    return energy, force
+
+
+def prepare_batch(model: Ensemble, structures: Sequence[Atoms]) -> PreparedBatch:
+    """Neighbour graph, descriptor sums and Jacobian of ``structures`` for ``model``.
+
+    Reference energies and forces are read from ``atoms.info['energy']`` /
+    ``atoms.arrays['forces']`` or a single-point calculator (as ASE's extxyz reader sets).
+    """
+    structures = list(structures)
+    graph = build_graph(structures, model.elements, model.descriptor.cutoff)
+    t = graph.tensors(model.device, model.dtype)
+    jacobian = model.descriptor.sums_and_jacobian(t["positions"], t["cells"], t)
+    reference = torch.as_tensor(
+        [model.reference_energies[e] for e in model.elements], dtype=model.dtype, device=model.device
+    )[t["species"]]
+    n_structures = t["n_structures"]
+    reference_sum = reference.new_zeros(n_structures).index_add_(0, t["structure"], reference)
+    energy, forces = _labels(structures)
+    as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=model.dtype, device=model.device)  # noqa: E731
+    return PreparedBatch(
+        graph=t,
+        jacobian=jacobian,
+        n_atoms=torch.bincount(t["structure"], minlength=n_structures).to(model.dtype),
+        reference_sum=reference_sum,
+        energy=as_tensor(energy),
+        forces=as_tensor(forces),
+    )
+
+
+def predict_batch(model: Ensemble, batch: PreparedBatch, *, forces: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energies ``(M, S)`` and forces ``(M, A, 3)`` of every member, differentiable in the weights."""
+    t = batch.graph
+    radial = batch.jacobian.radial.detach().requires_grad_(forces)
+    angular = batch.jacobian.angular.detach().requires_grad_(forces)
+    with torch.enable_grad():
+        descriptors = model.descriptor.values_from_sums(radial, angular)  # (A, G)
+        leaf = descriptors.unsqueeze(0).expand(model.members, -1, -1)
+        if forces:
+            leaf = leaf.detach().clone().requires_grad_(True)
+        atomic = model.networks(leaf, t["species"])  # (M, A)
+        energies = atomic.new_zeros(model.members, t["n_structures"]).index_add(1, t["structure"], atomic)
+        energies = energies + batch.reference_sum
+        if not forces:
+            return energies, None
+        (d_energy,) = torch.autograd.grad(energies.sum(), leaf, create_graph=True)  # (M, A, G)
+        cotangents = torch.autograd.grad(
+            descriptors, (radial, angular), grad_outputs=d_energy, is_grads_batched=True, create_graph=True
+        )
+        pair_gradients = model.descriptor.pair_gradients(batch.jacobian, t, *cotangents)  # (M, P, 3)
+        n_atoms = t["species"].shape[0]
+        force = pair_gradients.new_zeros(model.members, n_atoms, 3)
+        force = force.index_add(1, t["centers"], pair_gradients).index_add(1, t["neighbors"], -pair_gradients)
+    return energies, force
+
+
+def loss_eq10(
+    energies: torch.Tensor,
+    forces: torch.Tensor | None,
+    batch: PreparedBatch,
+    q: float = 10.9,
+) -> torch.Tensor:
+    """Eq. 10 per member, ``(M,)``::
+
+    L = q²/N_conf Σ_r ((E_r − E_ref,r)/N_atom,r)² + (3 Σ_r N_atom,r)⁻¹ Σ_r Σ_n Σ_α (F − F_ref)²
+    """
+    if batch.energy is None:
+        raise ValueError("the batch has no reference energies")
+    per_atom = (energies - batch.energy) / batch.n_atoms  # (M, S)
+    loss = q * q * (per_atom**2).mean(1)
+    if forces is not None:
+        if batch.forces is None:
+            raise ValueError("the batch has no reference forces")
+        loss = loss + ((forces - batch.forces) ** 2).sum((1, 2)) / (3.0 * batch.n_atoms.sum())
+    return loss

@@ -1,0 +1,68 @@
+"""Training batches: forces from the prepared Jacobian, Eq. 10, gradients in the weights."""
+
+import numpy as np
+import pytest
+import torch
+
+from aiida_lmlp.potential.paper_core import PaperCoRe, core_parameter_groups
+from aiida_lmlp.potential.training_batch import PreparedBatch, loss_eq10, predict_batch, prepare_batch
+
+
+def test_predictions_equal_the_ensemble_evaluation(sn2_model, sn2_frames):
+    batch = prepare_batch(sn2_model, sn2_frames[:6])
+    energies, forces = predict_batch(sn2_model, batch)
+    reference = sn2_model.evaluate(sn2_frames[:6])
+    np.testing.assert_allclose(energies.detach().numpy(), reference.energy_members, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(forces.detach().numpy(), reference.forces_members, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(batch.energy.numpy(), [a.get_potential_energy() for a in sn2_frames[:6]])
+
+
+def test_loss_gradient_equals_double_backward_through_the_descriptor(sn2_model, sn2_frames):
+    batch = prepare_batch(sn2_model, sn2_frames[:4])
+    weight = sn2_model.networks.networks["C"].weights[0]
+    (fast,) = torch.autograd.grad(loss_eq10(*predict_batch(sn2_model, batch), batch).sum(), weight)
+    t = batch.graph
+    positions = t["positions"].clone().requires_grad_(True)
+    atomic = sn2_model.networks(sn2_model.descriptor(positions, t["cells"], t), t["species"])
+    energies = atomic.new_zeros(sn2_model.members, 4).index_add(1, t["structure"], atomic) + batch.reference_sum
+    forces = torch.stack(
+        [-torch.autograd.grad(energies[m].sum(), positions, create_graph=True)[0] for m in range(sn2_model.members)]
+    )
+    (reference,) = torch.autograd.grad(loss_eq10(energies, forces, batch).sum(), weight)
+    torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-10)
+
+
+def test_equation_10_on_a_hand_made_case():
+    batch = PreparedBatch(
+        graph={},
+        jacobian=None,
+        n_atoms=torch.tensor([2.0, 4.0], dtype=torch.float64),
+        reference_sum=torch.zeros(2, dtype=torch.float64),
+        energy=torch.tensor([1.0, -2.0], dtype=torch.float64),
+        forces=torch.zeros(6, 3, dtype=torch.float64),
+    )
+    energies = torch.tensor([[1.2, -2.4]], dtype=torch.float64)  # errors 0.2/2 = 0.1 and −0.4/4 = −0.1 per atom
+    forces = torch.zeros(1, 6, 3, dtype=torch.float64)
+    forces[0, 0, 0], forces[0, 5, 2] = 0.3, -0.6
+    q = 10.9
+    expected = q**2 * (0.1**2 + 0.1**2) / 2 + (0.3**2 + 0.6**2) / (3 * 6)
+    assert loss_eq10(energies, forces, batch, q=q).item() == pytest.approx(expected, rel=1e-12)
+    assert loss_eq10(energies, None, batch, q=q).item() == pytest.approx(q**2 * 0.01, rel=1e-12)
+
+
+def test_a_few_core_steps_lower_every_members_loss(sn2_model, sn2_frames):
+    import copy
+
+    model = copy.deepcopy(sn2_model)
+    batch = prepare_batch(model, sn2_frames[:20])
+    optimizer = PaperCoRe(core_parameter_groups(model.networks), lr=1e-3, score_history=5)
+    with torch.no_grad():
+        start = loss_eq10(*predict_batch(model, batch), batch)
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = loss_eq10(*predict_batch(model, batch), batch)
+        loss.sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        end = loss_eq10(*predict_batch(model, batch), batch)
+    assert torch.all(end < 0.7 * start), (start, end)
