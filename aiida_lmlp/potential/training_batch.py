@@ -23,7 +23,7 @@ from .ensemble import Ensemble
 from .neighbors import build_graph
 from .symmetry_functions import SumsJacobian
 
-__all__ = ["PreparedBatch", "loss_eq10", "predict_batch", "prepare_batch"]
+__all__ = ["PreparedBatch", "loss_eq10", "predict_batch", "prepare_batch", "select_structures"]
 
 
 @dataclass
@@ -123,3 +123,48 @@ def loss_eq10(
             raise ValueError("the batch has no reference forces")
         loss = loss + ((forces - batch.forces) ** 2).sum((1, 2)) / (3.0 * batch.n_atoms.sum())
     return loss
+
+
+def select_structures(batch: PreparedBatch, structures: torch.Tensor) -> PreparedBatch:
+    """The sub-batch of the given structure indices (in that order of appearance in the batch).
+
+    Pairs, triplets, sums and Jacobian rows are cut and renumbered; nothing is recomputed.
+    """
+    t = batch.graph
+    n_structures = t["n_structures"]
+    keep_structure = torch.zeros(n_structures, dtype=torch.bool, device=t["structure"].device)
+    keep_structure[structures] = True
+    new_structure = torch.cumsum(keep_structure, 0) - 1  # old structure -> new index
+    keep_atom = keep_structure[t["structure"]]
+    new_atom = torch.cumsum(keep_atom, 0) - 1
+    keep_pair = keep_atom[t["centers"]]
+    new_pair = torch.cumsum(keep_pair, 0) - 1
+    keep_triplet = keep_pair[t["triplets"][:, 0]]
+    jac = batch.jacobian
+    graph = {
+        "positions": t["positions"][keep_atom],
+        "cells": t["cells"][keep_structure],
+        "species": t["species"][keep_atom],
+        "structure": new_structure[t["structure"][keep_atom]],
+        "centers": new_atom[t["centers"][keep_pair]],
+        "neighbors": new_atom[t["neighbors"][keep_pair]],
+        "shifts": t["shifts"][keep_pair],
+        "triplets": new_pair[t["triplets"][keep_triplet]],
+        "n_structures": int(keep_structure.sum()),
+    }
+    jacobian = SumsJacobian(
+        radial=jac.radial[keep_atom],
+        angular=jac.angular[keep_atom],
+        vectors=jac.vectors[keep_pair],
+        radial_derivative=jac.radial_derivative[keep_pair],
+        angular_jacobian=jac.angular_jacobian[keep_pair],
+    )
+    atom_forces = None if batch.forces is None else batch.forces[keep_atom]
+    return PreparedBatch(
+        graph=graph,
+        jacobian=jacobian,
+        n_atoms=batch.n_atoms[keep_structure],
+        reference_sum=batch.reference_sum[keep_structure],
+        energy=None if batch.energy is None else batch.energy[keep_structure],
+        forces=atom_forces,
+    )

@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from aiida_lmlp.potential.paper_core import PaperCoRe, core_parameter_groups
-from aiida_lmlp.potential.training_batch import PreparedBatch, loss_eq10, predict_batch, prepare_batch
+from aiida_lmlp.potential.training_batch import (
+    PreparedBatch,
+    loss_eq10,
+    predict_batch,
+    prepare_batch,
+    select_structures,
+)
 
 
 def test_predictions_equal_the_ensemble_evaluation(sn2_model, sn2_frames):
@@ -66,3 +72,15 @@ def test_a_few_core_steps_lower_every_members_loss(sn2_model, sn2_frames):
     with torch.no_grad():
         end = loss_eq10(*predict_batch(model, batch), batch)
     assert torch.all(end < 0.7 * start), (start, end)
+
+
+def test_a_selected_sub_batch_equals_a_batch_prepared_from_those_structures(sn2_model, sn2_frames):
+    full = prepare_batch(sn2_model, sn2_frames[:10])
+    picked = [1, 4, 7, 8]
+    sub = select_structures(full, torch.tensor(picked))
+    direct = prepare_batch(sn2_model, [sn2_frames[k] for k in picked])
+    e_sub, f_sub = predict_batch(sn2_model, sub)
+    e_dir, f_dir = predict_batch(sn2_model, direct)
+    torch.testing.assert_close(e_sub, e_dir, rtol=0, atol=1e-10)
+    torch.testing.assert_close(f_sub, f_dir, rtol=0, atol=1e-10)
+    torch.testing.assert_close(loss_eq10(e_sub, f_sub, sub), loss_eq10(e_dir, f_dir, direct))
