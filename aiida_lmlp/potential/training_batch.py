@@ -23,7 +23,15 @@ from .ensemble import Ensemble
 from .neighbors import build_graph
 from .symmetry_functions import SumsJacobian
 
-__all__ = ["PreparedBatch", "loss_eq10", "predict_batch", "prepare_batch", "select_structures"]
+__all__ = [
+    "PreparedBatch",
+    "conformation_losses",
+    "loss_eq10",
+    "masked_loss_eq10",
+    "predict_batch",
+    "prepare_batch",
+    "select_structures",
+]
 
 
 @dataclass
@@ -168,3 +176,36 @@ def select_structures(batch: PreparedBatch, structures: torch.Tensor) -> Prepare
         energy=None if batch.energy is None else batch.energy[keep_structure],
         forces=atom_forces,
     )
+
+
+def conformation_losses(
+    energies: torch.Tensor, forces: torch.Tensor | None, batch: PreparedBatch, q: float = 10.9
+) -> torch.Tensor:
+    """Each conformation's own Eq. 10, ``(M, S)``: ``q² (ΔE/N)² + Σ ΔF² / (3N)``."""
+    per_atom = (energies - batch.energy) / batch.n_atoms
+    contributions = q * q * per_atom**2
+    if forces is not None:
+        squared = ((forces - batch.forces) ** 2).sum(-1)  # (M, A)
+        per_structure = squared.new_zeros(squared.shape[0], batch.n_atoms.shape[0])
+        per_structure = per_structure.index_add(1, batch.graph["structure"], squared)
+        contributions = contributions + per_structure / (3.0 * batch.n_atoms)
+    return contributions
+
+
+def masked_loss_eq10(
+    energies: torch.Tensor, forces: torch.Tensor | None, batch: PreparedBatch, mask: torch.Tensor, q: float = 10.9
+) -> torch.Tensor:
+    """Eq. 10 per member over its own conformations ``mask`` ``(M, S)``: ``(M,)``.
+
+    Lets stacked members train on different subsamples of one evaluated batch.
+    """
+    weight = mask.to(energies.dtype)
+    count = weight.sum(1).clamp_min(1.0)
+    per_atom = (energies - batch.energy) / batch.n_atoms
+    loss = q * q * (weight * per_atom**2).sum(1) / count
+    if forces is not None:
+        squared = ((forces - batch.forces) ** 2).sum(-1)  # (M, A)
+        atom_weight = weight[:, batch.graph["structure"]]  # (M, A)
+        atoms = (weight * batch.n_atoms).sum(1).clamp_min(1.0)
+        loss = loss + (atom_weight * squared).sum(1) / (3.0 * atoms)
+    return loss

@@ -7,7 +7,9 @@ import torch
 from aiida_lmlp.potential.paper_core import PaperCoRe, core_parameter_groups
 from aiida_lmlp.potential.training_batch import (
     PreparedBatch,
+    conformation_losses,
     loss_eq10,
+    masked_loss_eq10,
     predict_batch,
     prepare_batch,
     select_structures,
@@ -84,3 +86,27 @@ def test_a_selected_sub_batch_equals_a_batch_prepared_from_those_structures(sn2_
     torch.testing.assert_close(e_sub, e_dir, rtol=0, atol=1e-10)
     torch.testing.assert_close(f_sub, f_dir, rtol=0, atol=1e-10)
     torch.testing.assert_close(loss_eq10(e_sub, f_sub, sub), loss_eq10(e_dir, f_dir, direct))
+
+
+def test_conformation_losses_and_masked_loss_agree_with_equation_10(sn2_model, sn2_frames):
+    batch = prepare_batch(sn2_model, sn2_frames[:6])
+    energies, forces = predict_batch(sn2_model, batch)
+    per_conformation = conformation_losses(energies, forces, batch)
+    # with equal atom counts (the SN2 frames have 6 or 7 atoms) check the definition directly
+    for s in range(6):
+        sub = select_structures(batch, torch.tensor([s]))
+        torch.testing.assert_close(
+            per_conformation[:, s], loss_eq10(energies[:, s : s + 1], forces[:, sub_atoms(batch, s)], sub)
+        )
+    mask = torch.tensor([[True, False, True, True, False, False]] * sn2_model.members)
+    picked = select_structures(batch, torch.tensor([0, 2, 3]))
+    expected = loss_eq10(energies[:, [0, 2, 3]], forces[:, picked_atoms(batch, [0, 2, 3])], picked)
+    torch.testing.assert_close(masked_loss_eq10(energies, forces, batch, mask), expected)
+
+
+def sub_atoms(batch, s):
+    return (batch.graph["structure"] == s).nonzero().squeeze(1)
+
+
+def picked_atoms(batch, structures):
+    return torch.isin(batch.graph["structure"], torch.tensor(structures)).nonzero().squeeze(1)
