@@ -154,5 +154,80 @@ def predict(model, structures, out):
         click.echo(f"wrote {out}")
 
 
+@main.command("train")
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    help="extxyz file(s) with energies (eV) and forces (eV/Å); repeat for several.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML configuration (see --print-config); options below override it.",
+)
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Model file to write.")
+@click.option(
+    "--continue-from",
+    "parent",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Continue training this model (weights, CoRe and selection state carry over).",
+)
+@click.option(
+    "--reference-energies",
+    "references",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON {element: free-atom energy in eV} for a new model (default: least-squares fit).",
+)
+@click.option("--epochs", type=int, help="Epochs of this run.")
+@click.option("--members", type=int, help="Ensemble members (new models only).")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
+@click.option("--print-config", is_flag=True, help="Print the complete default configuration and exit.")
+def train(data, config_path, out, parent, references, epochs, members, seed, device, print_config):
+    """Train (or continue training) an lMLP ensemble; runs without any AiiDA profile."""
+    import yaml
+
+    from aiida_lmlp.potential.training_config import DEFAULT_CONFIG_YAML, ConfigError, default_config, merge_config
+
+    if print_config:
+        click.echo(DEFAULT_CONFIG_YAML, nl=False)
+        return
+    if not data or out is None:
+        raise click.UsageError("--data and --out are required (or --print-config)")
+    overrides = {}
+    if config_path:
+        try:
+            overrides = yaml.safe_load(config_path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise click.ClickException(f"cannot parse {config_path}: {error}") from None
+        if not isinstance(overrides, dict):
+            raise click.ClickException(f"{config_path} must hold a mapping of configuration keys")
+    if references is not None:
+        overrides["reference_energies"] = json.loads(references.read_text())
+    for key, value in (("epochs", epochs), ("members", members), ("seed", seed), ("device", device)):
+        if value is not None:
+            overrides[key] = value
+    try:
+        config = merge_config(default_config(), overrides)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    from aiida_lmlp.potential.training_run import run_training
+
+    try:
+        metrics = run_training([Path(p) for p in data], config, Path(out), parent=parent)
+    except (ValueError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+    if metrics:
+        click.echo(
+            f"wrote {out}: ensemble test RMSE {1000 * metrics['ensemble_test_rmse_energy_per_atom']:.2f} meV/atom, "
+            f"{1000 * metrics['ensemble_test_rmse_forces']:.1f} meV/Å"
+        )
+    else:
+        click.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

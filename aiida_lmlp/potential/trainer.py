@@ -1,0 +1,364 @@
+"""lMLP training: stacked ensemble members, CoRe, lifelong adaptive data selection, resumable state.
+
+Every member has its own train/test split, subsample per epoch and selection state; the
+members' weights are stacked and trained in one pass (each member's loss only involves its own
+weights and its own conformations, so this equals training them one by one). The descriptor
+Jacobians of all conformations are prepared once.
+
+The complete state — weights, CoRe state per weight, selection state per conformation and
+member, every random-number generator and the epoch counter — is written into the model file,
+so a killed run resumed from its last checkpoint ends with the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from .adaptive_selection import AdaptiveSelection, SelectionSettings
+from .ensemble import Ensemble
+from .paper_core import PaperCoRe, core_parameter_groups
+from .training_batch import (
+    PreparedBatch,
+    conformation_losses,
+    masked_loss_eq10,
+    predict_batch,
+    prepare_batch,
+    select_structures,
+)
+
+__all__ = ["DataReport", "Trainer", "conformation_id", "filter_training_data"]
+
+
+def _label(atoms: Atoms, key: str):
+    if key == "energy":
+        value = atoms.info.get("energy")
+    else:
+        value = atoms.arrays.get("forces")
+    if value is None and atoms.calc is not None:
+        value = getattr(atoms.calc, "results", {}).get(key)
+    return value
+
+
+def conformation_id(atoms: Atoms) -> str:
+    """Content hash of a labelled conformation: elements, positions, cell, pbc, energy and forces."""
+    digest = hashlib.sha256()
+    digest.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
+    digest.update(np.asarray(atoms.pbc, dtype=np.bool_).tobytes())
+    energy, forces = _label(atoms, "energy"), _label(atoms, "forces")
+    digest.update(np.float64(energy if energy is not None else np.nan).tobytes())
+    if forces is not None:
+        digest.update(np.ascontiguousarray(forces, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:32]
+
+
+@dataclass
+class DataReport:
+    """What happened to the input conformations."""
+
+    total: int = 0
+    kept: int = 0
+    duplicates: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for a log."""
+        skipped = ", ".join(f"{n} {why}" for why, n in self.skipped.items() if n) or "none"
+        return f"{self.kept} of {self.total} conformations used; skipped: {skipped}; duplicates: {self.duplicates}"
+
+
+def filter_training_data(structures: Sequence[Atoms], elements: Sequence[str], force_cap: float):
+    """Keep conformations with finite energy and forces within ``force_cap``; report the rest.
+
+    Returns ``(kept structures, their ids, DataReport)``. Never uses a bad label silently.
+    """
+    report = DataReport(total=len(structures))
+    reasons = {
+        "missing energy": 0,
+        "missing forces": 0,
+        "NaN or infinite labels": 0,
+        f"force above {force_cap:g} eV/Å": 0,
+        "element not in the model": 0,
+    }
+    kept, ids, seen = [], [], set()
+    for atoms in structures:
+        energy, forces = _label(atoms, "energy"), _label(atoms, "forces")
+        if energy is None:
+            reasons["missing energy"] += 1
+            continue
+        if forces is None:
+            reasons["missing forces"] += 1
+            continue
+        forces = np.asarray(forces, dtype=np.float64)
+        if not (np.isfinite(energy) and np.isfinite(forces).all()):
+            reasons["NaN or infinite labels"] += 1
+            continue
+        if np.abs(forces).max() > force_cap:
+            reasons[f"force above {force_cap:g} eV/Å"] += 1
+            continue
+        if set(atoms.get_chemical_symbols()) - set(elements):
+            reasons["element not in the model"] += 1
+            continue
+        key = conformation_id(atoms)
+        if key in seen:
+            report.duplicates += 1
+            continue
+        seen.add(key)
+        kept.append(atoms)
+        ids.append(key)
+    report.kept = len(kept)
+    report.skipped = reasons
+    return kept, ids, report
+
+
+def _rmse(values: torch.Tensor) -> float:
+    return float(torch.sqrt((values**2).mean())) if values.numel() else math.nan
+
+
+class Trainer:
+    """Trains an :class:`Ensemble` on labelled conformations (see the module docstring)."""
+
+    def __init__(self, model: Ensemble, structures: Sequence[Atoms], config: dict, *, log=None):
+        self.model = model
+        self.config = config
+        self.log = log or (lambda message: print(message, file=sys.stderr))
+        structures, ids, self.report = filter_training_data(structures, model.elements, config["force_cap"])
+        self.log(self.report.summary())
+        if not structures:
+            raise ValueError("no usable training conformations (see the report above)")
+        self.ids = ids
+        self.batch: PreparedBatch = prepare_batch(model, structures)
+        self.settings = SelectionSettings(**config["adaptive"])
+        core = {k: tuple(v) if isinstance(v, list) else v for k, v in config["core"].items()}
+        self.optimizer = PaperCoRe(core_parameter_groups(model.networks, frozen=core.pop("frozen")), **core)
+        self.epoch = 0
+        self._restore_or_start()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _restore_or_start(self) -> None:
+        previous = self.model.training_config.get("trainer")
+        members = self.model.members
+        self.rngs = [np.random.default_rng([self.config["seed"], m]) for m in range(members)]
+        self.test_ids: list[set[str]] = []
+        self.selections: list[AdaptiveSelection] = []
+        if previous:
+            self._restore(previous)
+        # new conformations (first run, or data added since the last session) join every member:
+        # a share test_fraction of them goes to its test set, the rest into its data stream
+        for m in range(members):
+            if m >= len(self.selections):
+                self.selections.append(AdaptiveSelection((), self.settings))
+                self.test_ids.append(set())
+            known = set(self.selections[m].ids) | self.test_ids[m]
+            new = [i for i in self.ids if i not in known]
+            n_test = int(round(self.config["test_fraction"] * len(new)))
+            picked = set(self.rngs[m].choice(len(new), size=n_test, replace=False).tolist()) if n_test else set()
+            self.test_ids[m] |= {new[k] for k in picked}
+            self.selections[m].add([i for k, i in enumerate(new) if k not in picked])
+            present = set(self.ids)
+            self.selections[m].remove([i for i in self.selections[m].ids if i not in present])
+
+    def _restore(self, previous: dict) -> None:
+        self.epoch = int(previous["epoch"])
+        state = self.model.training_state
+        for m, member in enumerate(previous["members"]):
+            self.rngs[m].bit_generator.state = member["rng"]
+            self.test_ids.append(set(member["test"]))
+            self.selections.append(
+                AdaptiveSelection.from_state(
+                    {
+                        "ids": member["selection_ids"],
+                        "s_hist": state[f"selection.{m}.s_hist"].numpy(),
+                        "l_old": state[f"selection.{m}.l_old"].numpy(),
+                        "strikes": state[f"selection.{m}.strikes"].numpy(),
+                        "p_good": member["p_good"],
+                        "l_old_total": member["l_old_total"],
+                    },
+                    self.settings,
+                )
+            )
+        params = list(self.model.networks.parameters())
+        for k, (param, step) in enumerate(zip(params, previous["core_steps"])):
+            if step == 0:
+                continue
+            self.optimizer.state[param] = {
+                "step": step,
+                **{key: state[f"core.{k}.{key}"].to(param) for key in ("g", "h", "s", "S")},
+            }
+
+    def _write_state(self) -> None:
+        members, tensors = [], {}
+        for m, selection in enumerate(self.selections):
+            saved = selection.state()
+            members.append(
+                {
+                    "rng": self.rngs[m].bit_generator.state,
+                    "test": sorted(self.test_ids[m]),
+                    "selection_ids": saved["ids"],
+                    "p_good": saved["p_good"],
+                    "l_old_total": saved["l_old_total"] if math.isfinite(saved["l_old_total"]) else "inf",
+                }
+            )
+            tensors[f"selection.{m}.s_hist"] = torch.as_tensor(saved["s_hist"])
+            tensors[f"selection.{m}.l_old"] = torch.as_tensor(saved["l_old"])
+            tensors[f"selection.{m}.strikes"] = torch.as_tensor(saved["strikes"])
+        steps = []
+        for k, param in enumerate(self.model.networks.parameters()):
+            state = self.optimizer.state.get(param, {})
+            steps.append(int(state.get("step", 0)))
+            for key in ("g", "h", "s", "S"):
+                if key in state:
+                    tensors[f"core.{k}.{key}"] = state[key]
+        self.model.training_state = tensors
+        self.model.training_config = {
+            "trainer": {"epoch": self.epoch, "members": members, "core_steps": steps},
+            "config": self.config,
+        }
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the model with its complete training state (atomically)."""
+        self._write_state()
+        return self.model.save(path)
+
+    # -- one epoch ------------------------------------------------------------------------------
+
+    def _choose(self, m: int) -> np.ndarray:
+        selection = self.selections[m]
+        n_fit = self.config["fit_per_epoch"]
+        if self.config["selection"] == "random":
+            n = len(selection.ids)
+            count = int(round(n_fit * n)) if isinstance(n_fit, float) and n_fit < 1 else min(int(n_fit), n)
+            return np.sort(self.rngs[m].choice(n, size=count, replace=False))
+        return selection.choose(n_fit, self.rngs[m])
+
+    def train_epoch(self) -> dict:
+        """Choose every member's subsample, one CoRe step on the loss of Eq. 10, update the selection."""
+        members = self.model.members
+        position = {i: k for k, i in enumerate(self.ids)}
+        chosen = [self._choose(m) for m in range(members)]
+        structures_of = [
+            np.array([position[self.selections[m].ids[k]] for k in chosen[m]], dtype=np.int64) for m in range(members)
+        ]
+        union = np.unique(np.concatenate(structures_of)) if any(len(s) for s in structures_of) else np.zeros(0, int)
+        if union.size == 0:
+            raise RuntimeError("every conformation has been excluded by the adaptive selection")
+        where = {s: k for k, s in enumerate(union.tolist())}
+        mask = torch.zeros(members, len(union), dtype=torch.bool)
+        for m in range(members):
+            mask[m, [where[s] for s in structures_of[m].tolist()]] = True
+        sub = select_structures(self.batch, torch.as_tensor(union, device=self.model.device))
+        self.optimizer.zero_grad()
+        energies, forces = predict_batch(self.model, sub)
+        mask = mask.to(self.model.device)
+        losses = masked_loss_eq10(energies, forces, sub, mask, self.config["q"])
+        losses.sum().backward()
+        self.optimizer.step()
+        contributions = conformation_losses(energies.detach(), forces.detach(), sub, self.config["q"]).cpu().numpy()
+        for m in range(members):
+            if self.config["selection"] == "adaptive" and len(chosen[m]):
+                columns = [where[s] for s in structures_of[m].tolist()]
+                self.selections[m].update(chosen[m], contributions[m, columns], float(losses[m].detach()))
+        self.epoch += 1
+        return {"epoch": self.epoch, "loss": losses.detach().cpu().tolist(), "fitted": [len(c) for c in chosen]}
+
+    # -- metrics ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def metrics(self) -> dict:
+        """Train and test RMSE (energy per atom, force components) per member and of the ensemble."""
+        energies, forces = predict_batch(self.model, self.batch)
+        energies, forces = energies.detach(), forces.detach()
+        b = self.batch
+        energy_error = (energies - b.energy) / b.n_atoms  # (M, S)
+        force_error = forces - b.forces  # (M, A, 3)
+        structure = b.graph["structure"]
+        result = {"members": []}
+        test_union = np.zeros(len(self.ids), dtype=bool)
+        for m in range(self.model.members):
+            test = np.array([i in self.test_ids[m] for i in self.ids])
+            test_union |= test
+            row = {}
+            for name, mask in (("train", ~test), ("test", test)):
+                s = torch.as_tensor(mask, device=energies.device)
+                a = s[structure]
+                row[f"{name}_rmse_energy_per_atom"] = _rmse(energy_error[m, s])
+                row[f"{name}_rmse_forces"] = _rmse(force_error[m, a])
+            selection = self.selections[m]
+            row["active"] = int(selection.active.sum())
+            row["excluded"] = int((~selection.active).sum())
+            row["p_good"] = selection.p_good
+            result["members"].append(row)
+        mean_energy = (energies.mean(0) - b.energy) / b.n_atoms
+        mean_forces = forces.mean(0) - b.forces
+        s = torch.as_tensor(test_union, device=energies.device)
+        result["ensemble_test_rmse_energy_per_atom"] = _rmse(mean_energy[s])
+        result["ensemble_test_rmse_forces"] = _rmse(mean_forces[s[structure]])
+        result["ensemble_all_rmse_energy_per_atom"] = _rmse(mean_energy)
+        result["ensemble_all_rmse_forces"] = _rmse(mean_forces)
+        return result
+
+    # -- the run -----------------------------------------------------------------------------------
+
+    def run(self, epochs: int, out: str | os.PathLike, metrics_path: str | os.PathLike | None = None) -> dict:
+        """Train ``epochs`` more epochs; metrics as JSON lines; checkpoints into ``out``."""
+        every, save_every = self.config["metrics_every"], self.config["checkpoint_every"]
+        last = self.epoch + epochs
+        metrics = None
+        handle = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
+        try:
+            progress = _progress(epochs)
+            for _ in range(epochs):
+                record = self.train_epoch()
+                if self.epoch % every == 0 or self.epoch == last:
+                    metrics = self.metrics()
+                    record.update(metrics)
+                    progress(self.epoch, metrics)
+                if handle:
+                    handle.write(json.dumps(record) + "\n")
+                    handle.flush()
+                if self.epoch % save_every == 0 or self.epoch == last:
+                    self._finish_metrics(metrics)
+                    self.save(out)
+        finally:
+            if handle:
+                handle.close()
+        if epochs == 0:
+            self.save(out)
+        return metrics or {}
+
+    def _finish_metrics(self, metrics: dict | None) -> None:
+        if metrics:
+            energy = metrics["ensemble_test_rmse_energy_per_atom"]
+            forces = metrics["ensemble_test_rmse_forces"]
+            self.model.rmse_energy_per_atom = energy if math.isfinite(energy) else 0.0
+            self.model.rmse_forces = forces if math.isfinite(forces) else 0.0
+
+
+def _progress(total: int):
+    """A one-line progress display on a terminal, nothing in a job."""
+    if not sys.stderr.isatty():
+        return lambda epoch, metrics: None
+
+    def show(epoch, metrics):
+        print(
+            f"\repoch {epoch}: test RMSE {1000 * metrics['ensemble_test_rmse_energy_per_atom']:.2f} meV/atom, "
+            f"{1000 * metrics['ensemble_test_rmse_forces']:.1f} meV/Å",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show

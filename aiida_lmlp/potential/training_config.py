@@ -1,0 +1,135 @@
+"""Configuration of an lMLP training: every key documented, defaults from the paper.
+
+``lmlp train --print-config`` prints :data:`DEFAULT_CONFIG_YAML`; a YAML file passed with
+``--config`` overrides it key by key, and command-line options override both. Unknown keys and
+out-of-range values are refused with an error that names the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+__all__ = ["DEFAULT_CONFIG_YAML", "ConfigError", "default_config", "merge_config"]
+
+DEFAULT_CONFIG_YAML = """\
+# lmlp train configuration. Units: eV, Å. Defaults follow Eckhoff & Reiher (2023), section 3.
+epochs: 100              # training epochs of this run (continuing runs add to the epoch counter)
+members: 10              # ensemble members, trained together with stacked weights
+seed: 0                  # seeds initial weights, train/test splits and subsamples of every member
+device: auto             # auto | cpu | cuda
+dtype: float64           # float64 | float32
+hidden: [102, 61, 44]    # hidden layers of every atomic network
+cutoff: 12.0             # eeACSF cutoff radius (Å); the η grid is re-derived away from 12 Å
+reference_energies: null # free-atom energies {element: eV} (new models); null: least-squares fit on the data
+q: 10.9                  # energy/force balance of the loss, Eq. 10
+test_fraction: 0.1       # fraction of the data held out per member (its own random split)
+fit_per_epoch: 0.1       # conformations fitted per epoch: a count (>= 1) or a fraction (< 1) of the data
+selection: adaptive      # adaptive (Algorithms 1 and 2) | random (plain random subsampling)
+force_cap: 15.0          # conformations with a force component above this (eV/Å) are skipped
+metrics_every: 1         # evaluate RMSEs every this many epochs (and at the last epoch)
+checkpoint_every: 10     # write the model with its full training state every this many epochs
+core:                    # CoRe optimiser, Eqs. 13-20
+  lr: 0.001              # s0, initial step size
+  step_sizes: [1.0e-6, 1.0]            # s_min, s_max
+  etas: [0.5, 1.2]                     # eta-, eta+
+  betas: [0.45, 0.725, 500.0, 0.999]   # beta1a, beta1b, beta1c, beta2
+  eps: 1.0e-8
+  score_history: 500     # t_hist
+  frozen: 0.01           # fraction of each hidden-layer group frozen by the plasticity factor
+adaptive:                # lifelong adaptive data selection, Algorithms 1 and 2
+  s_min: 0.1
+  s_max: 100.0
+  sqrt_t1: 0.9
+  sqrt_t2: 1.2
+  sqrt_t3: 2.0
+  n_f_minus_minus: 30
+  n_f_minus: 100
+  n_f_plus: 500
+  n_f_plus_plus: 150
+  sqrt_tx: 7.5
+  n_x: 5
+  p_good_max: 0.6666666666666666
+  n_p: 20
+  epsilon_prime: 1.0e-6
+"""
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value is out of range."""
+
+
+def default_config() -> dict:
+    """The default configuration as a dictionary."""
+    return yaml.safe_load(DEFAULT_CONFIG_YAML)
+
+
+def merge_config(base: dict, override: dict | None, where: str = "") -> dict:
+    """``base`` updated by ``override``; refuses unknown keys, naming them."""
+    merged = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        path = f"{where}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown configuration key {path!r}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"configuration key {path!r} must be a mapping")
+            merged[key] = merge_config(base[key], value, f"{path}.")
+        else:
+            merged[key] = value
+    if not where:
+        validate_config(merged)
+    return merged
+
+
+def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
+    if not condition:
+        raise ConfigError(f"configuration key {key!r} = {value!r}: {requirement}")
+
+
+def validate_config(config: dict) -> None:
+    """Range checks of every top-level key (the CoRe and selection blocks check themselves)."""
+    c = config
+    _check(isinstance(c["epochs"], int) and c["epochs"] >= 0, "epochs", c["epochs"], "must be an integer >= 0")
+    _check(isinstance(c["members"], int) and c["members"] >= 1, "members", c["members"], "must be an integer >= 1")
+    _check(isinstance(c["seed"], int), "seed", c["seed"], "must be an integer")
+    _check(c["device"] in ("auto", "cpu", "cuda"), "device", c["device"], "must be auto, cpu or cuda")
+    _check(c["dtype"] in ("float64", "float32"), "dtype", c["dtype"], "must be float64 or float32")
+    _check(
+        isinstance(c["hidden"], list) and all(isinstance(h, int) and h > 0 for h in c["hidden"]),
+        "hidden",
+        c["hidden"],
+        "must be a list of positive integers",
+    )
+    _check(c["cutoff"] > 0, "cutoff", c["cutoff"], "must be positive")
+    _check(
+        c["reference_energies"] is None
+        or (
+            isinstance(c["reference_energies"], dict)
+            and all(isinstance(v, (int, float)) for v in c["reference_energies"].values())
+        ),
+        "reference_energies",
+        c["reference_energies"],
+        "must be null or a mapping element -> energy in eV",
+    )
+    _check(c["q"] > 0, "q", c["q"], "must be positive")
+    _check(0 <= c["test_fraction"] < 1, "test_fraction", c["test_fraction"], "must lie in [0, 1)")
+    _check(c["fit_per_epoch"] > 0, "fit_per_epoch", c["fit_per_epoch"], "must be a positive count or fraction")
+    _check(c["selection"] in ("adaptive", "random"), "selection", c["selection"], "must be adaptive or random")
+    _check(c["force_cap"] > 0, "force_cap", c["force_cap"], "must be positive")
+    for key in ("metrics_every", "checkpoint_every"):
+        _check(isinstance(c[key], int) and c[key] >= 1, key, c[key], "must be an integer >= 1")
+    from .adaptive_selection import SelectionSettings
+    from .paper_core import CORE_DEFAULTS, _validate
+
+    try:
+        SelectionSettings(**c["adaptive"])
+    except ValueError as error:
+        raise ConfigError(f"configuration block 'adaptive': {error}") from None
+    try:
+        core = {**CORE_DEFAULTS, **{k: tuple(v) if isinstance(v, list) else v for k, v in c["core"].items()}}
+        _validate(core)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"configuration block 'core': {error}") from None

@@ -1,0 +1,83 @@
+"""What ``lmlp train`` runs: read data, build or load the model, train, write model and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.io import read
+
+from .eeacsf import EeACSF
+from .ensemble import Ensemble
+from .trainer import Trainer
+
+__all__ = ["fit_reference_energies", "metrics_path_for", "resolve_device", "run_training"]
+
+
+def fit_reference_energies(structures, elements: list[str]) -> dict[str, float]:
+    """Per-element energies (eV) whose sums best fit the total energies (least squares).
+
+    The default when no free-atom energies are given: the networks then learn the remainder,
+    a few eV per atom instead of thousands.
+    """
+    rows, energies = [], []
+    for atoms in structures:
+        energy = atoms.info.get("energy")
+        if energy is None and atoms.calc is not None:
+            energy = atoms.calc.results.get("energy")
+        if energy is None or not np.isfinite(energy):
+            continue
+        symbols = atoms.get_chemical_symbols()
+        rows.append([symbols.count(e) for e in elements])
+        energies.append(energy)
+    if not rows:
+        raise ValueError("no conformation with an energy to fit reference energies to")
+    solution, *_ = np.linalg.lstsq(np.asarray(rows, float), np.asarray(energies, float), rcond=None)
+    return {e: float(v) for e, v in zip(elements, solution)}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes CUDA when available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def metrics_path_for(out: Path) -> Path:
+    """Metrics go next to the model: ``MODEL.metrics.jsonl``."""
+    return out.with_suffix(".metrics.jsonl")
+
+
+def run_training(data: list[Path], config: dict, out: Path, parent: Path | None = None) -> dict:
+    """Train on the extxyz files ``data``; returns the last metrics."""
+    structures = []
+    for path in data:
+        try:
+            structures.extend(read(path, ":"))
+        except Exception as error:  # ASE raises many types for unreadable files
+            raise ValueError(f"cannot read {path}: {error}") from None
+    device = resolve_device(config["device"])
+    dtype = getattr(torch, config["dtype"])
+    if parent is not None:
+        model = Ensemble.load(parent, device=device).to(dtype)
+    else:
+        elements = sorted({s for atoms in structures for s in atoms.get_chemical_symbols()})
+        references = config["reference_energies"] or fit_reference_energies(structures, elements)
+        missing = [e for e in elements if e not in references]
+        if missing:
+            raise ValueError(f"reference_energies has no entry for {', '.join(missing)}")
+        model = Ensemble.new(
+            elements,
+            EeACSF.from_paper(elements, cutoff=config["cutoff"]),
+            members=config["members"],
+            hidden=tuple(config["hidden"]),
+            reference_energies=references,
+            seed=config["seed"],
+            dtype=dtype,
+        ).to(device)
+        model.initialize_standardization([a for a in structures if set(a.get_chemical_symbols()) <= set(elements)])
+    trainer = Trainer(model, structures, config)
+    return trainer.run(config["epochs"], out, metrics_path_for(out))
