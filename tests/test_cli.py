@@ -55,3 +55,45 @@ def test_missing_reference_energy_is_named(tmp_path):
         main, ["init", "--elements", "H,C", "--reference-energies", str(ref), "--out", str(tmp_path / "m.lmlp")]
     )
     assert result.exit_code != 0 and "no reference energy for C" in result.output
+
+
+def test_train_end_to_end_on_200_sn2_conformations_and_continue(tmp_path):
+    import json
+
+    from aiida_lmlp.potential import Ensemble
+
+    data = tmp_path / "sn2_200.extxyz"
+    write(data, read(SN2 / "pool_a.extxyz", ":200"))
+    model = tmp_path / "m.lmlp"
+    runner = CliRunner()
+    args = ["train", "--data", str(data), "--out", str(model), "--epochs", "20"]
+    args += ["--reference-energies", str(SN2 / "free_atoms.json")]
+    result = runner.invoke(main, args)  # paper defaults: 10 members, 102-61-44, CoRe, adaptive selection
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "m.metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 21))
+    assert records[-1]["ensemble_all_rmse_forces"] < 0.8 * records[0]["ensemble_all_rmse_forces"]
+    assert len(records[0]["members"]) == 10 and records[0]["members"][0]["active"] > 150
+    ensemble = Ensemble.load(model)
+    assert ensemble.members == 10 and ensemble.training_config["trainer"]["epoch"] == 20
+    assert ensemble.rmse_forces == records[-1]["ensemble_test_rmse_forces"]
+
+    more = tmp_path / "m2.lmlp"
+    result = runner.invoke(
+        main, ["train", "--data", str(data), "--out", str(more), "--continue-from", str(model), "--epochs", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert Ensemble.load(more).training_config["trainer"]["epoch"] == 22
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "m2.metrics.jsonl").read_text().splitlines()] == [21, 22]
+
+
+def test_train_refuses_bad_configuration_naming_the_key(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("learning_rate: 0.1\n")
+    result = CliRunner().invoke(
+        main,
+        ["train", "--data", str(SN2 / "pool_b.extxyz"), "--out", str(tmp_path / "m.lmlp"), "--config", str(config)],
+    )
+    assert result.exit_code != 0 and "unknown configuration key 'learning_rate'" in result.output
+    printed = CliRunner().invoke(main, ["train", "--print-config"])
+    assert printed.exit_code == 0 and "fit_per_epoch" in printed.output and "sqrt_tx" in printed.output

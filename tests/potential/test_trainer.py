@@ -1,0 +1,104 @@
+"""Training: bad data, exclusion of a wrong label, resume bit-identity, configuration errors."""
+
+import numpy as np
+import pytest
+import torch
+from ase.io import read
+
+from aiida_lmlp.potential import EeACSF, Ensemble
+from aiida_lmlp.potential.trainer import Trainer, conformation_id, filter_training_data
+from aiida_lmlp.potential.training_config import ConfigError, default_config, merge_config
+
+from ..conftest import SN2, SN2_ELEMENTS
+
+
+def _model(members, free_atoms, frames, seed=0):
+    model = Ensemble.new(
+        SN2_ELEMENTS,
+        EeACSF.from_paper(SN2_ELEMENTS),
+        members=members,
+        hidden=(24, 12),
+        reference_energies=free_atoms,
+        seed=seed,
+    )
+    model.initialize_standardization(frames)
+    return model
+
+
+def test_bad_labels_are_counted_and_skipped(sn2_frames):
+    frames = [a.copy() for a in sn2_frames[:8]]
+    for a, source in zip(frames, sn2_frames[:8]):
+        a.calc = source.calc
+    frames[0].calc = None  # no energy, no forces
+    frames[1] = frames[1].copy()
+    frames[1].calc = None
+    frames[1].info["energy"] = -100.0  # energy but no forces
+    frames[2] = sn2_frames[2].copy()
+    frames[2].info["energy"] = float("nan")
+    frames[2].arrays["forces"] = np.zeros((len(frames[2]), 3))
+    frames[3] = sn2_frames[3].copy()
+    frames[3].info["energy"] = -1.0
+    frames[3].arrays["forces"] = np.full((len(frames[3]), 3), 20.0)  # above the 15 eV/Å cap
+    frames.append(sn2_frames[7])  # a duplicate of frames[7]
+    kept, ids, report = filter_training_data(frames, SN2_ELEMENTS, 15.0)
+    assert report.total == 9 and report.kept == 4 and report.duplicates == 1
+    assert report.skipped["missing energy"] == 1 and report.skipped["missing forces"] == 1
+    assert report.skipped["NaN or infinite labels"] == 1 and report.skipped["force above 15 eV/Å"] == 1
+    assert len(set(ids)) == 4 and ids[-1] == conformation_id(sn2_frames[7])
+
+
+def test_a_deliberately_wrong_energy_is_excluded_within_a_short_training(free_atoms):
+    frames = read(SN2 / "pool_a.extxyz", ":300")
+    wrong = frames[7]
+    wrong.calc.results["energy"] += 30.0
+    config = merge_config(default_config(), {"members": 2, "fit_per_epoch": 150, "test_fraction": 0.0})
+    trainer = Trainer(_model(2, free_atoms, frames), frames, config, log=lambda message: None)
+    key = conformation_id(wrong)
+    for _ in range(40):
+        trainer.train_epoch()
+        if all(s.s_hist[s.index([key])[0]] == 0 for s in trainer.selections):
+            break
+    assert all(s.s_hist[s.index([key])[0]] == 0 for s in trainer.selections), trainer.epoch
+    # and it was the outlier strike counter that removed it, not data-set reduction
+    assert all(s.strikes[s.index([key])[0]] >= config["adaptive"]["n_x"] for s in trainer.selections)
+    assert all(int((s.s_hist == 0).sum()) <= 3 for s in trainer.selections)
+
+
+def test_a_resumed_run_ends_with_the_same_weights(tmp_path, sn2_frames, free_atoms):
+    frames = sn2_frames[:40]
+    config = merge_config(
+        default_config(), {"members": 2, "fit_per_epoch": 12, "checkpoint_every": 3, "core": {"score_history": 4}}
+    )
+    straight = Trainer(_model(2, free_atoms, frames), frames, config, log=lambda message: None)
+    straight.run(10, tmp_path / "straight.lmlp")
+
+    first = Trainer(_model(2, free_atoms, frames), frames, config, log=lambda message: None)
+    first.run(6, tmp_path / "killed.lmlp")  # "killed" after its checkpoint at epoch 6
+    resumed_model = Ensemble.load(tmp_path / "killed.lmlp")
+    resumed = Trainer(resumed_model, frames, config, log=lambda message: None)
+    assert resumed.epoch == 6
+    resumed.run(4, tmp_path / "resumed.lmlp")
+
+    a = Ensemble.load(tmp_path / "straight.lmlp")
+    b = Ensemble.load(tmp_path / "resumed.lmlp")
+    for (name, x), (_, y) in zip(a.networks.state_dict().items(), b.networks.state_dict().items()):
+        assert torch.equal(x, y), name
+    for name in a.training_state:
+        assert torch.equal(a.training_state[name], b.training_state[name]), name
+    assert a.training_config["trainer"] == b.training_config["trainer"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"epoch": 3}, "unknown configuration key 'epoch'"),
+        ({"core": {"learning_rate": 1.0}}, "unknown configuration key 'core.learning_rate'"),
+        ({"test_fraction": 1.5}, "'test_fraction' = 1.5"),
+        ({"selection": "smart"}, "'selection'"),
+        ({"adaptive": {"sqrt_t1": 2.0}}, "'adaptive'"),
+        ({"core": {"etas": [1.5, 1.2]}}, "'core'"),
+    ],
+)
+def test_bad_configuration_is_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        merge_config(default_config(), override)
