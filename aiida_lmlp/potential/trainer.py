@@ -37,7 +37,21 @@ from .training_batch import (
     select_structures,
 )
 
-__all__ = ["DataReport", "Trainer", "conformation_id", "filter_training_data"]
+__all__ = ["DataReport", "Trainer", "conformation_id", "filter_training_data", "make_optimizer"]
+
+
+def make_optimizer(model: Ensemble, config: dict) -> torch.optim.Optimizer:
+    """CoRe with the paper's parameter groups, or a torch baseline (Adam, RPROP, SGD).
+
+    The baselines act elementwise, so stacked members remain independent trainings.
+    """
+    name = config["optimizer"]
+    if name == "core":
+        core = {k: tuple(v) if isinstance(v, list) else v for k, v in config["core"].items()}
+        return PaperCoRe(core_parameter_groups(model.networks, frozen=core.pop("frozen")), **core)
+    lr = config["baseline_lr"][name]
+    params = list(model.networks.parameters())
+    return {"adam": torch.optim.Adam, "rprop": torch.optim.Rprop, "sgd": torch.optim.SGD}[name](params, lr=lr)
 
 
 def _label(atoms: Atoms, key: str):
@@ -141,8 +155,7 @@ class Trainer:
         self.ids = ids
         self.batch: PreparedBatch = prepare_batch(model, structures)
         self.settings = SelectionSettings(**config["adaptive"])
-        core = {k: tuple(v) if isinstance(v, list) else v for k, v in config["core"].items()}
-        self.optimizer = PaperCoRe(core_parameter_groups(model.networks, frozen=core.pop("frozen")), **core)
+        self.optimizer = make_optimizer(model, config)
         self.epoch = 0
         self._restore_or_start()
 
@@ -190,6 +203,13 @@ class Trainer:
                     self.settings,
                 )
             )
+        before = self.model.training_config.get("config", {}).get("optimizer", "core")
+        if before != self.config["optimizer"]:
+            self.log(f"optimizer changed from {before} to {self.config['optimizer']}: its state starts afresh")
+            return
+        if self.config["optimizer"] != "core":
+            self._restore_baseline(previous)
+            return
         params = list(self.model.networks.parameters())
         for k, (param, step) in enumerate(zip(params, previous["core_steps"])):
             if step == 0:
@@ -198,6 +218,23 @@ class Trainer:
                 "step": step,
                 **{key: state[f"core.{k}.{key}"].to(param) for key in ("g", "h", "s", "S")},
             }
+
+    def _restore_baseline(self, previous: dict) -> None:
+        state = self.model.training_state
+        params = list(self.model.networks.parameters())
+        for k, param in enumerate(params):
+            keys = previous["baseline_keys"][k]
+            if keys:
+                self.optimizer.state[param] = {key: state[f"optim.{k}.{key}"].to(param.device) for key in keys}
+
+    def _baseline_state(self, tensors: dict) -> list:
+        keys = []
+        for k, param in enumerate(self.model.networks.parameters()):
+            state = self.optimizer.state.get(param, {})
+            keys.append(sorted(state))
+            for key, value in state.items():
+                tensors[f"optim.{k}.{key}"] = torch.as_tensor(value)
+        return keys
 
     def _write_state(self) -> None:
         members, tensors = [], {}
@@ -222,9 +259,10 @@ class Trainer:
             for key in ("g", "h", "s", "S"):
                 if key in state:
                     tensors[f"core.{k}.{key}"] = state[key]
+        baseline_keys = self._baseline_state(tensors) if self.config["optimizer"] != "core" else []
         self.model.training_state = tensors
         self.model.training_config = {
-            "trainer": {"epoch": self.epoch, "members": members, "core_steps": steps},
+            "trainer": {"epoch": self.epoch, "members": members, "core_steps": steps, "baseline_keys": baseline_keys},
             "config": self.config,
         }
 

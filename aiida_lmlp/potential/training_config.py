@@ -31,6 +31,11 @@ selection: adaptive      # adaptive (Algorithms 1 and 2) | random (plain random 
 force_cap: 15.0          # conformations with a force component above this (eV/Å) are skipped
 metrics_every: 1         # evaluate RMSEs every this many epochs (and at the last epoch)
 checkpoint_every: 10     # write the model with its full training state every this many epochs
+optimizer: core          # core (CoRe, Eqs. 13-20) | adam | rprop | sgd (torch.optim; elementwise, members independent)
+baseline_lr:             # learning rates of the torch baselines (the paper's section 3)
+  adam: 0.001
+  rprop: 0.001
+  sgd: 0.00075
 core:                    # CoRe optimiser, Eqs. 13-20
   lr: 0.001              # s0, initial step size
   step_sizes: [1.0e-6, 1.0]            # s_min, s_max
@@ -118,6 +123,14 @@ def validate_config(config: dict) -> None:
     _check(0 <= c["test_fraction"] < 1, "test_fraction", c["test_fraction"], "must lie in [0, 1)")
     _check(c["fit_per_epoch"] > 0, "fit_per_epoch", c["fit_per_epoch"], "must be a positive count or fraction")
     _check(c["selection"] in ("adaptive", "random"), "selection", c["selection"], "must be adaptive or random")
+    _check(
+        c["optimizer"] in ("core", "adam", "rprop", "sgd"),
+        "optimizer",
+        c["optimizer"],
+        "must be core, adam, rprop or sgd",
+    )
+    for name, value in c["baseline_lr"].items():
+        _check(value > 0, f"baseline_lr.{name}", value, "must be positive")
     _check(c["force_cap"] > 0, "force_cap", c["force_cap"], "must be positive")
     for key in ("metrics_every", "checkpoint_every"):
         _check(isinstance(c[key], int) and c[key] >= 1, key, c[key], "must be an integer >= 1")

@@ -64,10 +64,18 @@ def test_a_deliberately_wrong_energy_is_excluded_within_a_short_training(free_at
     assert all(int((s.s_hist == 0).sum()) <= 3 for s in trainer.selections)
 
 
-def test_a_resumed_run_ends_with_the_same_weights(tmp_path, sn2_frames, free_atoms):
+@pytest.mark.parametrize("optimizer", ["core", "adam", "rprop"])
+def test_a_resumed_run_ends_with_the_same_weights(tmp_path, sn2_frames, free_atoms, optimizer):
     frames = sn2_frames[:40]
     config = merge_config(
-        default_config(), {"members": 2, "fit_per_epoch": 12, "checkpoint_every": 3, "core": {"score_history": 4}}
+        default_config(),
+        {
+            "members": 2,
+            "fit_per_epoch": 12,
+            "checkpoint_every": 3,
+            "core": {"score_history": 4},
+            "optimizer": optimizer,
+        },
     )
     straight = Trainer(_model(2, free_atoms, frames), frames, config, log=lambda message: None)
     straight.run(10, tmp_path / "straight.lmlp")
