@@ -116,12 +116,14 @@ class Ensemble(torch.nn.Module):
         *,
         uncertainty_scale: float = 2.0,
         dtype: torch.dtype = torch.float64,
+        member_offset: int = 0,
     ) -> Ensemble:
         """A freshly initialised ensemble.
 
         ``descriptor`` defaults to :meth:`EeACSF.from_paper`; ``reference_energies`` (eV per
         free atom) default to zero, i.e. the networks learn total energies. Each member gets
-        its own initial weights from ``seed``.
+        its own initial weights from ``seed`` and its index; ``member_offset`` numbers the members
+        of this ensemble from there (members of one ensemble trained in several jobs).
         """
         elements = validate_elements(elements)
         if descriptor is None:
@@ -130,7 +132,9 @@ class Ensemble(torch.nn.Module):
             descriptor = descriptor.with_elements(elements)
         if reference_energies is None:
             reference_energies = {e: 0.0 for e in elements}
-        networks = StackedAtomicNetworks(elements, len(descriptor), hidden, members, seed=seed)
+        networks = StackedAtomicNetworks(
+            elements, len(descriptor), hidden, members, seed=seed, member_offset=member_offset
+        )
         model = cls(descriptor, networks, reference_energies, uncertainty_scale=uncertainty_scale)
         return model.to(dtype)
 
@@ -302,6 +306,7 @@ class Ensemble(torch.nn.Module):
             "members": self.members,
             "hidden": list(self.networks.hidden),
             "seed": self.networks.seed,
+            "member_offset": self.networks.member_offset,
             "activation": "1.59223*tanh",
             "reference_energies": self.reference_energies,
             "uncertainty_scale": self.uncertainty_scale,
@@ -326,7 +331,12 @@ class Ensemble(torch.nn.Module):
         try:
             descriptor = descriptor_from_config(config["descriptor"])
             networks = StackedAtomicNetworks(
-                config["elements"], len(descriptor), config["hidden"], config["members"], seed=config["seed"]
+                config["elements"],
+                len(descriptor),
+                config["hidden"],
+                config["members"],
+                seed=config["seed"],
+                member_offset=config.get("member_offset", 0),
             )
             dtype = getattr(torch, config["dtype"])
             networks.to(dtype)

@@ -40,7 +40,7 @@ def scaled_tanh(x: torch.Tensor) -> torch.Tensor:
 class ElementNetwork(torch.nn.Module):
     """The atomic networks of one element for ``members`` ensemble members."""
 
-    def __init__(self, n_inputs: int, hidden: Sequence[int], members: int, generator: torch.Generator | None = None):
+    def __init__(self, n_inputs: int, hidden: Sequence[int], members: int, generators: Sequence[torch.Generator] = ()):
         super().__init__()
         self.n_inputs = int(n_inputs)
         self.hidden = tuple(int(h) for h in hidden)
@@ -53,7 +53,9 @@ class ElementNetwork(torch.nn.Module):
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             std = 1.0 / math.sqrt(n_in * _TRUNCATED_VARIANCE)
             w = torch.empty(members, n_in, n_out, dtype=torch.float64)
-            torch.nn.init.trunc_normal_(w, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std, generator=generator)
+            for m in range(members):  # every member from its own generator: independent of the member count
+                generator = generators[m] if generators else None
+                torch.nn.init.trunc_normal_(w[m], mean=0.0, std=std, a=-2.0 * std, b=2.0 * std, generator=generator)
             self.weights.append(torch.nn.Parameter(w))
             self.biases.append(torch.nn.Parameter(torch.zeros(members, n_out, dtype=torch.float64)))
 
@@ -83,7 +85,15 @@ class ElementNetwork(torch.nn.Module):
 class StackedAtomicNetworks(torch.nn.Module):
     """One :class:`ElementNetwork` per element; maps descriptors to atomic energies ``(M, A)``."""
 
-    def __init__(self, elements: Sequence[str], n_inputs: int, hidden: Sequence[int], members: int, seed: int = 0):
+    def __init__(
+        self,
+        elements: Sequence[str],
+        n_inputs: int,
+        hidden: Sequence[int],
+        members: int,
+        seed: int = 0,
+        member_offset: int = 0,
+    ):
         super().__init__()
         self.elements = list(elements)
         self.n_inputs = int(n_inputs)
@@ -94,16 +104,19 @@ class StackedAtomicNetworks(torch.nn.Module):
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden layer sizes must be positive, got {list(hidden)}")
         self.seed = int(seed)
+        self.member_offset = int(member_offset)
         self.networks = torch.nn.ModuleDict()
         for element in self.elements:
             self._add(element)
 
     def _add(self, element: str) -> None:
-        # a per-element seed: adding an element never changes the initial weights of the others
-        generator = torch.Generator().manual_seed(
-            self.seed * 1_000_003 + sum(ord(c) * 131**k for k, c in enumerate(element))
-        )
-        self.networks[element] = ElementNetwork(self.n_inputs, self.hidden, self.members, generator)
+        # a seed per (element, member): adding an element never changes the others, and member k
+        # starts from the same weights whether trained in a stack of ten or alone (member_offset = k)
+        element_seed = self.seed * 1_000_003 + sum(ord(c) * 131**k for k, c in enumerate(element))
+        generators = [
+            torch.Generator().manual_seed(element_seed * 10_007 + self.member_offset + m) for m in range(self.members)
+        ]
+        self.networks[element] = ElementNetwork(self.n_inputs, self.hidden, self.members, generators)
 
     def add_element(self, element: str) -> ElementNetwork:
         """Add a freshly initialised network for ``element``; the existing ones are untouched."""

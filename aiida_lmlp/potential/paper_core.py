@@ -29,8 +29,6 @@ Per weight ξ and its own step counter τ (Eqs. 13–20)::
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 __all__ = ["CORE_DEFAULTS", "PaperCoRe", "core_parameter_groups"]
@@ -82,41 +80,48 @@ class PaperCoRe(torch.optim.Optimizer):
             for param in group["params"]:
                 if param.grad is None:
                     continue
+                stacked = group["member_axis"] == 0
+                members = param.shape[0] if stacked else 1
+                view = (members,) + (1,) * (param.dim() - 1) if stacked else (1,) * param.dim()
                 state = self.state[param]
                 if not state:
-                    state["step"] = 0
+                    state["step"] = torch.zeros(members, dtype=torch.float64, device=param.device)
                     state["g"] = torch.zeros_like(param)
                     state["h"] = torch.zeros_like(param)
                     state["s"] = torch.full_like(param, group["lr"])
                     state["S"] = torch.zeros_like(param)
-                state["step"] += 1
-                tau = state["step"]
                 grad = param.grad
-                g_prev = state["g"].clone()
-                beta_1 = beta_1b + (beta_1a - beta_1b) * math.exp(-(((tau - 1) / beta_1c) ** 2))
-                state["g"].mul_(beta_1).add_(grad, alpha=1.0 - beta_1)  # Eq. 13
-                state["h"].mul_(beta_2).addcmul_(grad, grad, value=1.0 - beta_2)  # Eq. 14
-                g = state["g"]
-                update = (g / (1.0 - beta_1**tau)) / ((state["h"] / (1.0 - beta_2**tau)).sqrt() + group["eps"])  # 16
-                plasticity = self._plasticity(state["S"], tau, group)  # Eq. 17
-                sign = g_prev * g * plasticity
+                # a member whose subsample did not involve this network has an exactly zero gradient
+                # slice: like a member trained alone (gradient None) it takes no step at all
+                active = grad.reshape(members, -1).ne(0).any(1) if stacked else grad.new_ones(1, dtype=torch.bool)
+                state["step"] = state["step"] + active
+                tau = state["step"].clamp_min(1.0).to(param.dtype).view(view)
+                act = active.view(view)
+                g_prev = state["g"]
+                beta_1 = beta_1b + (beta_1a - beta_1b) * torch.exp(-(((tau - 1.0) / beta_1c) ** 2))
+                g = torch.where(act, beta_1 * g_prev + (1.0 - beta_1) * grad, g_prev)  # Eq. 13
+                h = torch.where(act, beta_2 * state["h"] + (1.0 - beta_2) * grad * grad, state["h"])  # Eq. 14
+                update = (g / (1.0 - beta_1**tau)) / ((h / (1.0 - beta_2**tau)).sqrt() + group["eps"])  # Eq. 16
+                plasticity = self._plasticity(state["S"], state["step"], group)  # Eq. 17
+                sign = g_prev * g * plasticity * act
                 factor = torch.ones_like(sign)
                 factor[sign > 0] = eta_plus
                 factor[sign < 0] = eta_minus
                 state["s"].mul_(factor).clamp_(s_min, s_max)  # Eq. 18
-                step = update * plasticity * state["s"]
+                step = torch.where(act, update * plasticity * state["s"], torch.zeros_like(update))
                 param.mul_(1.0 - group["weight_decay"] * step.abs()).sub_(step)  # Eq. 19
                 if t_hist > 0:  # Eq. 20
-                    if tau > t_hist:
-                        state["S"].mul_(1.0 - 1.0 / t_hist)
-                    state["S"].add_(g * step / t_hist)
+                    decayed = torch.where(tau > t_hist, (1.0 - 1.0 / t_hist) * state["S"], state["S"])
+                    state["S"] = torch.where(act, decayed + g * step / t_hist, state["S"])
+                state["g"], state["h"] = g, h
         return loss
 
     @staticmethod
-    def _plasticity(score: torch.Tensor, tau: int, group: dict) -> torch.Tensor:
+    def _plasticity(score: torch.Tensor, steps: torch.Tensor, group: dict) -> torch.Tensor:
+        """Eq. 17 per member (row): 0 for the ``n_frozen`` highest scores once ``τ > t_hist``."""
         ones = torch.ones_like(score)
         t_hist = group["score_history"]
-        if t_hist <= 0 or tau <= t_hist or group["frozen"] <= 0:
+        if t_hist <= 0 or group["frozen"] <= 0 or not bool((steps > t_hist).any()):
             return ones
         rows = score.reshape(score.shape[0], -1) if group["member_axis"] == 0 else score.reshape(1, -1)
         n_frozen = int(group["frozen"] * rows.shape[1])
@@ -124,6 +129,7 @@ class PaperCoRe(torch.optim.Optimizer):
             return ones
         top = torch.topk(rows, n_frozen, dim=1).indices
         mask = torch.ones_like(rows).scatter_(1, top, 0.0)
+        mask[steps <= t_hist] = 1.0  # members still building their score history
         return mask.reshape(score.shape)
 
 

@@ -164,7 +164,8 @@ class Trainer:
     def _restore_or_start(self) -> None:
         previous = self.model.training_config.get("trainer")
         members = self.model.members
-        self.rngs = [np.random.default_rng([self.config["seed"], m]) for m in range(members)]
+        offset = self.model.networks.member_offset
+        self.rngs = [np.random.default_rng([self.config["seed"], offset + m]) for m in range(members)]
         self.test_ids: list[set[str]] = []
         self.selections: list[AdaptiveSelection] = []
         if previous:
@@ -210,14 +211,12 @@ class Trainer:
         if self.config["optimizer"] != "core":
             self._restore_baseline(previous)
             return
-        params = list(self.model.networks.parameters())
-        for k, (param, step) in enumerate(zip(params, previous["core_steps"])):
-            if step == 0:
-                continue
-            self.optimizer.state[param] = {
-                "step": step,
-                **{key: state[f"core.{k}.{key}"].to(param) for key in ("g", "h", "s", "S")},
-            }
+        for k, param in enumerate(self.model.networks.parameters()):
+            if f"core.{k}.step" in state:
+                self.optimizer.state[param] = {
+                    "step": state[f"core.{k}.step"].to(device=param.device, dtype=torch.float64),
+                    **{key: state[f"core.{k}.{key}"].to(param) for key in ("g", "h", "s", "S")},
+                }
 
     def _restore_baseline(self, previous: dict) -> None:
         state = self.model.training_state
@@ -252,17 +251,14 @@ class Trainer:
             tensors[f"selection.{m}.s_hist"] = torch.as_tensor(saved["s_hist"])
             tensors[f"selection.{m}.l_old"] = torch.as_tensor(saved["l_old"])
             tensors[f"selection.{m}.strikes"] = torch.as_tensor(saved["strikes"])
-        steps = []
-        for k, param in enumerate(self.model.networks.parameters()):
-            state = self.optimizer.state.get(param, {})
-            steps.append(int(state.get("step", 0)))
-            for key in ("g", "h", "s", "S"):
-                if key in state:
-                    tensors[f"core.{k}.{key}"] = state[key]
+        if self.config["optimizer"] == "core":
+            for k, param in enumerate(self.model.networks.parameters()):
+                for key, value in self.optimizer.state.get(param, {}).items():
+                    tensors[f"core.{k}.{key}"] = value
         baseline_keys = self._baseline_state(tensors) if self.config["optimizer"] != "core" else []
         self.model.training_state = tensors
         self.model.training_config = {
-            "trainer": {"epoch": self.epoch, "members": members, "core_steps": steps, "baseline_keys": baseline_keys},
+            "trainer": {"epoch": self.epoch, "members": members, "baseline_keys": baseline_keys},
             "config": self.config,
         }
 

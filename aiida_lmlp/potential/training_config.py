@@ -19,6 +19,7 @@ DEFAULT_CONFIG_YAML = """\
 epochs: 100              # training epochs of this run (continuing runs add to the epoch counter)
 members: 10              # ensemble members, trained together with stacked weights
 seed: 0                  # seeds initial weights, train/test splits and subsamples of every member
+member_offset: 0         # index of this job's first member when one ensemble is trained in several jobs
 device: auto             # auto | cpu | cuda
 dtype: float64           # float64 | float32
 hidden: [102, 61, 44]    # hidden layers of every atomic network
@@ -100,6 +101,12 @@ def validate_config(config: dict) -> None:
     _check(isinstance(c["epochs"], int) and c["epochs"] >= 0, "epochs", c["epochs"], "must be an integer >= 0")
     _check(isinstance(c["members"], int) and c["members"] >= 1, "members", c["members"], "must be an integer >= 1")
     _check(isinstance(c["seed"], int), "seed", c["seed"], "must be an integer")
+    _check(
+        isinstance(c["member_offset"], int) and c["member_offset"] >= 0,
+        "member_offset",
+        c["member_offset"],
+        "must be an integer >= 0",
+    )
     _check(c["device"] in ("auto", "cpu", "cuda"), "device", c["device"], "must be auto, cpu or cuda")
     _check(c["dtype"] in ("float64", "float32"), "dtype", c["dtype"], "must be float64 or float32")
     _check(

@@ -77,6 +77,7 @@ def run_training(data: list[Path], config: dict, out: Path, parent: Path | None 
             reference_energies=references,
             seed=config["seed"],
             dtype=dtype,
+            member_offset=config["member_offset"],
         ).to(device)
         model.initialize_standardization([a for a in structures if set(a.get_chemical_symbols()) <= set(elements)])
     trainer = Trainer(model, structures, config)
