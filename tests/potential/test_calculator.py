@@ -46,21 +46,51 @@ def test_velocity_verlet_conserves_the_total_energy(sn2_model, sn2_frames):
 
 @pytest.fixture(scope="module")
 def copper():
-    """An untrained (random) Cu model, standardised on rattled fcc cells, and the ideal cell.
+    """A Cu model trained for a few seconds on EMT-labelled rattled and strained fcc cells.
 
-    A random network has no physical minimum; with this seed its surface around fcc Cu is
-    well-behaved, which is all an optimiser test needs (trained models come with training).
+    EMT (ASE's effective-medium potential) stands in for DFT here: a trained model has the
+    fcc minimum, so the optimisers have physics to find.
     """
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from aiida_lmlp.potential.trainer import Trainer
+    from aiida_lmlp.potential.training_config import default_config, merge_config
+
     base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
-    frames = [base.copy() for _ in range(10)]
-    for k, frame in enumerate(frames):
-        frame.rattle(0.1, seed=k)
-    model = Ensemble.new(["Cu"], EeACSF.from_paper(["Cu"], cutoff=4.5), members=2, hidden=(16,), seed=0)
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(40):
+        atoms = base.copy()
+        atoms.set_cell(atoms.cell * (1 + 0.03 * (rng.random() - 0.5)), scale_atoms=True)
+        atoms.rattle(0.02 + 0.12 * rng.random(), seed=k)
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    reference = {"Cu": frames[0].calc.results["energy"] / len(base)}
+    model = Ensemble.new(
+        ["Cu"], EeACSF.from_paper(["Cu"], cutoff=4.5), members=2, hidden=(16,), reference_energies=reference
+    )
     model.initialize_standardization(frames)
+    config = {
+        "members": 2,
+        "fit_per_epoch": 20,
+        "test_fraction": 0.0,
+        "selection": "random",
+        "q": 1.0,
+        "core": {"lr": 0.01},
+    }
+    trainer = Trainer(model, frames, merge_config(default_config(), config), log=lambda message: None)
+    for _ in range(120):
+        trainer.train_epoch()
+    assert trainer.metrics()["ensemble_all_rmse_forces"] < 0.1
     return LmlpCalculator(model), base
 
 
 def test_bfgs_relaxes_a_periodic_cell(copper):
+    from ase.calculators.emt import EMT
+
     calculator, base = copper
     atoms = base.copy()
     atoms.rattle(0.08, seed=99)
@@ -69,6 +99,9 @@ def test_bfgs_relaxes_a_periodic_cell(copper):
     assert BFGS(atoms, logfile=None).run(fmax=0.02, steps=300)
     assert atoms.get_potential_energy() < start
     assert np.abs(atoms.get_forces()).max() < 0.02
+    check = atoms.copy()
+    check.calc = EMT()
+    assert np.abs(check.get_forces()).max() < 0.1  # the minimum found is the reference's minimum
 
 
 def test_cell_and_positions_relax_together_with_the_stress(copper):
@@ -80,7 +113,7 @@ def test_cell_and_positions_relax_together_with_the_stress(copper):
     assert atoms.get_stress().shape == (6,)
     assert BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=0.02, steps=300)
     assert np.abs(atoms.get_stress()).max() < 0.02 / atoms.get_volume() ** (1 / 3)
-    assert atoms.get_volume() != pytest.approx(volume, rel=1e-4)
+    assert abs(atoms.get_volume() / volume - 1) < 0.05
 
 
 def test_stress_of_a_molecule_is_not_implemented(sn2_model, sn2_frames):

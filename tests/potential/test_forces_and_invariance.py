@@ -53,8 +53,9 @@ def test_every_member_force_is_its_own_gradient(sn2_model, sn2_frames):
             minus.positions[atom, axis] -= h
             e_plus = sn2_model.evaluate(plus, forces=False).energy_members[member, 0]
             e_minus = sn2_model.evaluate(minus, forces=False).energy_members[member, 0]
+            # total energies ~1.6e4 eV: rounding bounds the difference quotient to ~2e-7 eV/Å absolute
             assert prediction.forces_members[member, atom, axis] == pytest.approx(
-                -(e_plus - e_minus) / (2 * h), rel=1e-6, abs=1e-8
+                -(e_plus - e_minus) / (2 * h), rel=1e-6, abs=5e-7
             )
 
 
