@@ -174,6 +174,52 @@ class Ensemble(torch.nn.Module):
         self.networks.add_element(element)
         self.reference_energies[element] = float(reference_energy)
 
+    @classmethod
+    def gather(cls, models: Sequence[Ensemble]) -> Ensemble:
+        """One ensemble from models trained as consecutive member blocks (``member_offset``) in several jobs.
+
+        Weights are stacked along the member axis; descriptor, elements, networks, reference
+        energies and offsets must fit together. Training state is merged by
+        :func:`aiida_lmlp.potential.trainer.gather_trained`.
+        """
+        models = sorted(models, key=lambda m: m.networks.member_offset)
+        first = models[0]
+        expected = first.networks.member_offset
+        for model in models:
+            for what in ("elements", "reference_energies"):
+                if getattr(model, what) != getattr(first, what):
+                    raise ValueError(f"cannot gather models with different {what}")
+            if model.descriptor.to_config() != first.descriptor.to_config():
+                raise ValueError("cannot gather models with different descriptors")
+            if model.networks.hidden != first.networks.hidden or model.networks.seed != first.networks.seed:
+                raise ValueError("cannot gather models with different networks or seeds")
+            if model.networks.member_offset != expected:
+                raise ValueError(
+                    f"member blocks do not follow each other: expected offset {expected}, "
+                    f"got {model.networks.member_offset}"
+                )
+            expected += model.members
+        networks = StackedAtomicNetworks(
+            first.elements,
+            len(first.descriptor),
+            first.networks.hidden,
+            expected - first.networks.member_offset,
+            seed=first.networks.seed,
+            member_offset=first.networks.member_offset,
+        ).to(first.dtype)
+        with torch.no_grad():
+            for name, param in networks.named_parameters():
+                parts = [dict(m.networks.named_parameters())[name] for m in models]
+                param.copy_(torch.cat([p.to(param) for p in parts]))
+        return cls(
+            first.descriptor,
+            networks,
+            first.reference_energies,
+            uncertainty_scale=first.uncertainty_scale,
+            rmse_energy_per_atom=first.rmse_energy_per_atom,
+            rmse_forces=first.rmse_forces,
+        )
+
     # -- standardisation -------------------------------------------------------------------
 
     def descriptors_of(self, structures: Sequence[Atoms], **graph_options) -> tuple[torch.Tensor, torch.Tensor]:

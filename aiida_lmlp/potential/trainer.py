@@ -37,7 +37,47 @@ from .training_batch import (
     select_structures,
 )
 
-__all__ = ["DataReport", "Trainer", "conformation_id", "filter_training_data", "make_optimizer"]
+__all__ = ["DataReport", "Trainer", "conformation_id", "filter_training_data", "gather_trained", "make_optimizer"]
+
+
+def gather_trained(models: Sequence[Ensemble]) -> Ensemble:
+    """Gather member blocks trained in several jobs, with their CoRe and selection state.
+
+    The jobs must have run the same number of epochs with CoRe (the torch baselines keep
+    per-tensor step counters that cannot be split by member).
+    """
+    models = sorted(models, key=lambda m: m.networks.member_offset)
+    gathered = Ensemble.gather(models)
+    trainers = [m.training_config.get("trainer") for m in models]
+    if not all(trainers):
+        return gathered
+    configs = [m.training_config.get("config", {}) for m in models]
+    if len({t["epoch"] for t in trainers}) != 1:
+        raise ValueError(f"cannot gather jobs at different epochs: {[t['epoch'] for t in trainers]}")
+    if any(c.get("optimizer", "core") != "core" for c in configs):
+        raise ValueError("only CoRe training state can be gathered by member")
+    tensors, members = {}, []
+    n_params = len(list(gathered.networks.parameters()))
+    for k in range(n_params):
+        for key in ("step", "g", "h", "s", "S"):
+            parts = [m.training_state.get(f"core.{k}.{key}") for m in models]
+            if all(p is not None for p in parts):
+                tensors[f"core.{k}.{key}"] = torch.cat(parts)
+    for model, trainer in zip(models, trainers):
+        for m, member in enumerate(trainer["members"]):
+            index = len(members)
+            members.append(member)
+            for key in ("s_hist", "l_old", "strikes"):
+                tensors[f"selection.{index}.{key}"] = model.training_state[f"selection.{m}.{key}"]
+    gathered.training_state = tensors
+    config = dict(configs[0])
+    config["members"] = gathered.members
+    config["member_offset"] = gathered.networks.member_offset
+    gathered.training_config = {
+        "trainer": {"epoch": trainers[0]["epoch"], "members": members, "baseline_keys": []},
+        "config": config,
+    }
+    return gathered
 
 
 def make_optimizer(model: Ensemble, config: dict) -> torch.optim.Optimizer:

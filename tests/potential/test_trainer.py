@@ -132,3 +132,35 @@ def test_stacked_members_train_exactly_as_members_trained_alone(sn2_frames, free
         alone = trained(1, member)
         for (name, x), (_, y) in zip(stacked.networks.state_dict().items(), alone.networks.state_dict().items()):
             torch.testing.assert_close(x[member : member + 1], y, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_members_trained_in_two_jobs_gather_into_the_stacked_ensemble(tmp_path, sn2_frames, free_atoms):
+    from aiida_lmlp.potential.trainer import gather_trained
+
+    frames = sn2_frames[:40]
+
+    def job(members, offset, epochs, model=None):
+        config = merge_config(
+            default_config(),
+            {"members": members, "member_offset": offset, "fit_per_epoch": 10, "core": {"score_history": 3}},
+        )
+        if model is None:
+            model = Ensemble.new(
+                SN2_ELEMENTS, members=members, hidden=(16,), reference_energies=free_atoms, seed=0, member_offset=offset
+            )
+            model.initialize_standardization(frames)
+        trainer = Trainer(model, frames, config, log=lambda message: None)
+        for _ in range(epochs):
+            trainer.train_epoch()
+        trainer._write_state()
+        return model
+
+    stacked = job(2, 0, 6)
+    gathered = gather_trained([job(1, 1, 4), job(1, 0, 4)])  # any order
+    assert gathered.members == 2 and gathered.training_config["trainer"]["epoch"] == 4
+    gathered.save(tmp_path / "gathered.lmlp")
+    continued = job(2, 0, 2, model=Ensemble.load(tmp_path / "gathered.lmlp"))
+    for (name, x), (_, y) in zip(stacked.networks.state_dict().items(), continued.networks.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-12, msg=name)
+    with pytest.raises(ValueError, match="do not follow"):
+        gather_trained([job(1, 0, 1), job(1, 2, 1)])
