@@ -34,6 +34,7 @@ from .training_batch import (
     masked_loss_eq10,
     predict_batch,
     prepare_batch,
+    reference_label,
     select_structures,
 )
 
@@ -94,16 +95,6 @@ def make_optimizer(model: Ensemble, config: dict) -> torch.optim.Optimizer:
     return {"adam": torch.optim.Adam, "rprop": torch.optim.Rprop, "sgd": torch.optim.SGD}[name](params, lr=lr)
 
 
-def _label(atoms: Atoms, key: str):
-    if key == "energy":
-        value = atoms.info.get("energy")
-    else:
-        value = atoms.arrays.get("forces")
-    if value is None and atoms.calc is not None:
-        value = getattr(atoms.calc, "results", {}).get(key)
-    return value
-
-
 def conformation_id(atoms: Atoms) -> str:
     """Content hash of a labelled conformation: elements, positions, cell, pbc, energy and forces."""
     digest = hashlib.sha256()
@@ -111,7 +102,7 @@ def conformation_id(atoms: Atoms) -> str:
     digest.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
     digest.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
     digest.update(np.asarray(atoms.pbc, dtype=np.bool_).tobytes())
-    energy, forces = _label(atoms, "energy"), _label(atoms, "forces")
+    energy, forces = reference_label(atoms, "energy"), reference_label(atoms, "forces")
     digest.update(np.float64(energy if energy is not None else np.nan).tobytes())
     if forces is not None:
         digest.update(np.ascontiguousarray(forces, dtype=np.float64).tobytes())
@@ -148,7 +139,7 @@ def filter_training_data(structures: Sequence[Atoms], elements: Sequence[str], f
     }
     kept, ids, seen = [], [], set()
     for atoms in structures:
-        energy, forces = _label(atoms, "energy"), _label(atoms, "forces")
+        energy, forces = reference_label(atoms, "energy"), reference_label(atoms, "forces")
         if energy is None:
             reasons["missing energy"] += 1
             continue

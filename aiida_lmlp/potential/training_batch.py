@@ -30,6 +30,7 @@ __all__ = [
     "masked_loss_eq10",
     "predict_batch",
     "prepare_batch",
+    "reference_label",
     "select_structures",
 ]
 
@@ -46,14 +47,21 @@ class PreparedBatch:
     forces: torch.Tensor | None  # (A, 3) reference forces, eV/Å
 
 
+def reference_label(atoms: Atoms, key: str):
+    """``atoms``' reference ``energy`` (eV) or ``forces`` (eV/Å), or None.
+
+    Read from ``atoms.info['energy']`` / ``atoms.arrays['forces']`` or from a single-point
+    calculator (where ASE's extxyz reader puts them).
+    """
+    value = atoms.info.get("energy") if key == "energy" else atoms.arrays.get("forces")
+    if value is None and atoms.calc is not None:
+        value = getattr(atoms.calc, "results", {}).get(key)
+    return value
+
+
 def _labels(structures: Sequence[Atoms]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    energies, forces = [], []
-    for atoms in structures:
-        calc_results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
-        energy = atoms.info.get("energy", calc_results.get("energy"))
-        force = atoms.arrays.get("forces", calc_results.get("forces"))
-        energies.append(energy)
-        forces.append(force)
+    energies = [reference_label(atoms, "energy") for atoms in structures]
+    forces = [reference_label(atoms, "forces") for atoms in structures]
     energy = None if any(e is None for e in energies) else np.asarray(energies, dtype=np.float64)
     force = None if any(f is None for f in forces) else np.concatenate(forces).astype(np.float64)
     return energy, force

@@ -11,6 +11,7 @@ from ase.io import read
 from .eeacsf import EeACSF
 from .ensemble import Ensemble
 from .trainer import Trainer
+from .training_batch import reference_label
 
 __all__ = ["fit_reference_energies", "metrics_path_for", "resolve_device", "run_training"]
 
@@ -23,9 +24,7 @@ def fit_reference_energies(structures, elements: list[str]) -> dict[str, float]:
     """
     rows, energies = [], []
     for atoms in structures:
-        energy = atoms.info.get("energy")
-        if energy is None and atoms.calc is not None:
-            energy = atoms.calc.results.get("energy")
+        energy = reference_label(atoms, "energy")
         if energy is None or not np.isfinite(energy):
             continue
         symbols = atoms.get_chemical_symbols()
