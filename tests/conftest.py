@@ -12,6 +12,10 @@ import pytest
 # no test may touch a user's AiiDA configuration
 os.environ.setdefault("AIIDA_PATH", tempfile.mkdtemp(prefix="aiida-lmlp-tests-"))
 
+# aiida-core's own fixtures: a temporary SQLite profile (no broker) for the whole session,
+# aiida_localhost (core.local + core.direct), aiida_code_installed, daemon clients
+pytest_plugins = ["aiida.tools.pytest_fixtures"]
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SN2 = SHARED / "data" / "sn2"
 SN2_ELEMENTS = ["H", "C", "N", "O", "F", "S", "Cl", "Br"]

@@ -20,6 +20,7 @@ import torch
 from ase import Atoms
 
 from .ensemble import Ensemble
+from .labels import reference_label
 from .neighbors import build_graph
 from .symmetry_functions import SumsJacobian
 
@@ -45,18 +46,6 @@ class PreparedBatch:
     reference_sum: torch.Tensor  # (S,) Σ free-atom reference energies, eV
     energy: torch.Tensor | None  # (S,) reference total energies, eV
     forces: torch.Tensor | None  # (A, 3) reference forces, eV/Å
-
-
-def reference_label(atoms: Atoms, key: str):
-    """``atoms``' reference ``energy`` (eV) or ``forces`` (eV/Å), or None.
-
-    Read from ``atoms.info['energy']`` / ``atoms.arrays['forces']`` or from a single-point
-    calculator (where ASE's extxyz reader puts them).
-    """
-    value = atoms.info.get("energy") if key == "energy" else atoms.arrays.get("forces")
-    if value is None and atoms.calc is not None:
-        value = getattr(atoms.calc, "results", {}).get(key)
-    return value
 
 
 def _labels(structures: Sequence[Atoms]) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -1,0 +1,43 @@
+"""What the ``lmlp`` CalcJobs share: one serial process, captured output, datasets as extxyz."""
+
+from __future__ import annotations
+
+from aiida import engine
+from aiida.common.folders import Folder
+from ase.io import write
+
+from aiida_lmlp.data.dataset import LmlpDatasetData
+
+__all__ = ["LmlpCalcJob", "write_dataset"]
+
+
+def write_dataset(folder: Folder, name: str, dataset: LmlpDatasetData) -> None:
+    """Write ``dataset`` as extended XYZ (eV, Å, eV/Å) into the sandbox ``folder``."""
+    with folder.open(name, "w", encoding="utf-8") as handle:
+        write(handle, dataset.to_atoms(), format="extxyz")
+
+
+class LmlpCalcJob(engine.CalcJob):
+    """Base of the ``lmlp`` CalcJobs: a serial ``lmlp`` command whose stdout and stderr are retrieved."""
+
+    STDOUT = "lmlp.out"
+    STDERR = "lmlp.err"
+
+    @classmethod
+    def define(cls, spec):
+        """Serial job on one machine by default (``lmlp`` parallelises with threads or one GPU)."""
+        super().define(spec)
+        spec.inputs["metadata"]["options"]["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
+        spec.inputs["metadata"]["options"]["withmpi"].default = False
+        spec.exit_code(
+            302,
+            "ERROR_INVALID_INPUT",
+            invalidates_cache=True,
+            message="lmlp refused its input: {message}",
+        )
+        spec.exit_code(
+            303,
+            "ERROR_CRASHED",
+            invalidates_cache=True,
+            message="lmlp stopped without finishing its output (crash or kill): {message}",
+        )

@@ -1,0 +1,117 @@
+"""``lmlp.explore``: run the ensemble calculator on starting structures with a protocol (``lmlp explore``)."""
+
+from __future__ import annotations
+
+import yaml
+from aiida import orm
+from aiida.common import CalcInfo, CodeInfo
+from aiida.common.folders import Folder
+
+from aiida_lmlp.data.dataset import LmlpDatasetData
+from aiida_lmlp.data.potential import LmlpPotentialData
+
+from .base import LmlpCalcJob, write_dataset
+
+__all__ = ["LmlpExploreCalculation"]
+
+
+def _validate_protocol(protocol: orm.Dict | None, _) -> str | None:
+    if protocol is None:
+        return None
+    from aiida_lmlp.potential.exploration_protocol import ExplorationProtocol, ProtocolError
+
+    try:
+        ExplorationProtocol.from_dict(protocol.get_dict())
+    except ProtocolError as error:
+        return f"protocol: {error}"
+    return None
+
+
+def _validate_inputs(inputs: dict, _) -> str | None:
+    potential, structures = inputs.get("potential"), inputs.get("structures")
+    if potential is None or structures is None:
+        return None
+    if structures.count == 0:
+        return f"structures: lmlp.dataset<{structures.pk}> is empty"
+    missing = sorted(set(structures.elements) - set(potential.elements))
+    if missing:
+        return (
+            f"structures contain {', '.join(missing)}, for which potential<{potential.pk}> "
+            f"(elements {', '.join(potential.elements)}) has no network"
+        )
+    kind = (inputs.get("protocol") or orm.Dict({})).get_dict().get("kind", "md")
+    if kind == "neb" and structures.count % 2:
+        return f"structures: a NEB protocol needs endpoint pairs (initial, final, ...); got {structures.count}"
+    return None
+
+
+class LmlpExploreCalculation(LmlpCalcJob):
+    """Explore with an lMLP ensemble: MD, relaxation, NEB or plain evaluation.
+
+    Returns the visited conformations with predicted energies, forces and their uncertainties
+    (an unlabelled ``lmlp.dataset``). A trajectory stops early once the uncertainty passes the
+    protocol's stop threshold.
+    """
+
+    MODEL = "model.lmlp"
+    START = "start.extxyz"
+    PROTOCOL = "protocol.yaml"
+    VISITED = "visited.extxyz"
+    SUMMARY = "summary.json"
+
+    @classmethod
+    def define(cls, spec):
+        """Inputs, outputs and exit codes."""
+        super().define(spec)
+        spec.input("potential", valid_type=LmlpPotentialData, help="The model version to explore with.")
+        spec.input("structures", valid_type=LmlpDatasetData, help="Starting structures (NEB: endpoint pairs).")
+        spec.input(
+            "protocol",
+            valid_type=orm.Dict,
+            required=False,
+            validator=_validate_protocol,
+            help="kind (md|relax|neb|evaluate) and its settings; see docs/exploration.md.",
+        )
+        spec.inputs.validator = _validate_inputs
+        spec.inputs["metadata"]["options"]["parser_name"].default = "lmlp.explore"
+        spec.output("visited", valid_type=LmlpDatasetData, help="Visited conformations with predictions.")
+        spec.output("summary", valid_type=orm.Dict, help="Per trajectory: steps, frames, early stop and its reason.")
+        spec.default_output_node = "summary"
+        spec.exit_code(300, "ERROR_MISSING_OUTPUT", invalidates_cache=True, message="lmlp explore wrote no output.")
+        spec.exit_code(
+            310,
+            "ERROR_ALL_TRAJECTORIES_FAILED",
+            invalidates_cache=True,
+            message="No starting structure could be explored: {message}",
+        )
+
+    def prepare_for_submission(self, folder: Folder) -> CalcInfo:
+        """Start structures as extxyz, the protocol as YAML, the model copied in from the repository."""
+        write_dataset(folder, self.START, self.inputs.structures)
+        protocol = self.inputs.protocol.get_dict() if "protocol" in self.inputs else {}
+        with folder.open(self.PROTOCOL, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(protocol, handle, sort_keys=True)
+        potential = self.inputs.potential
+        codeinfo = CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = [
+            "explore",
+            "--model",
+            self.MODEL,
+            "--structures",
+            self.START,
+            "--protocol",
+            self.PROTOCOL,
+            "--out",
+            self.VISITED,
+            "--summary",
+            self.SUMMARY,
+        ]
+        codeinfo.stdout_name = self.STDOUT
+        codeinfo.stderr_name = self.STDERR
+        calcinfo = CalcInfo()
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.local_copy_list = [(potential.uuid, potential.filename, self.MODEL)]
+        calcinfo.remote_copy_list = []
+        calcinfo.retrieve_list = [self.VISITED, self.SUMMARY, self.STDOUT, self.STDERR]
+        return calcinfo

@@ -1,0 +1,112 @@
+"""``lmlp.pyscf``: PySCF single points (energy and analytic forces) for a batch of structures."""
+
+from __future__ import annotations
+
+import json
+
+from aiida import orm
+from aiida.common import CalcInfo, CodeInfo
+from aiida.common.folders import Folder
+
+from aiida_lmlp.data.dataset import LmlpDatasetData
+
+from .base import LmlpCalcJob, write_dataset
+
+__all__ = ["PyscfCalculation"]
+
+
+def _validate_parameters(parameters: orm.Dict | None, _) -> str | None:
+    if parameters is None:
+        return None
+    from aiida_lmlp.labelling.pyscf_single_points import PyscfParameters
+
+    try:
+        PyscfParameters.from_dict(parameters.get_dict())
+    except ValueError as error:
+        return f"parameters: {error}"
+    return None
+
+
+def _validate_structures(structures: LmlpDatasetData, _) -> str | None:
+    if structures.count == 0:
+        return f"structures: lmlp.dataset<{structures.pk}> is empty: nothing to label"
+    return None
+
+
+class PyscfCalculation(LmlpCalcJob):
+    """Label structures with PySCF (``lmlp label-pyscf``), the embedded-default DFT code.
+
+    Converged structures become the ``labelled`` dataset (eV, eV/Å) even when others in the
+    batch did not converge, failed or were cut off; those are listed in ``failed``.
+    """
+
+    STRUCTURES = "structures.extxyz"
+    PARAMETERS = "parameters.json"
+    LABELLED = "labelled.extxyz"
+    STATUS = "status.jsonl"
+
+    @classmethod
+    def define(cls, spec):
+        """Inputs, outputs and exit codes."""
+        super().define(spec)
+        spec.input("structures", valid_type=LmlpDatasetData, validator=_validate_structures)
+        spec.input(
+            "parameters",
+            valid_type=orm.Dict,
+            required=False,
+            validator=_validate_parameters,
+            help="xc, basis, density_fit, charge, multiplicity, conv_tol, max_cycle, damping, level_shift, ...",
+        )
+        spec.inputs["metadata"]["options"]["parser_name"].default = "lmlp.pyscf"
+        spec.output("labelled", valid_type=LmlpDatasetData, required=False, help="Converged single points.")
+        spec.output("failed", valid_type=orm.List, help="Structures without a label: index, id, status, message.")
+        spec.output("output_parameters", valid_type=orm.Dict, help="Counts, method and timings.")
+        spec.default_output_node = "output_parameters"
+        spec.exit_code(300, "ERROR_MISSING_OUTPUT", invalidates_cache=True, message="lmlp label-pyscf wrote no status.")
+        spec.exit_code(
+            310,
+            "ERROR_SCF_NOT_CONVERGED",
+            invalidates_cache=True,
+            message="The SCF did not converge for {count} structure(s) (index {indices}); the others are labelled.",
+        )
+        spec.exit_code(
+            311,
+            "ERROR_STRUCTURE_FAILED",
+            invalidates_cache=True,
+            message="PySCF failed for {count} structure(s): {message}; the others are labelled.",
+        )
+        spec.exit_code(
+            320,
+            "ERROR_TERMINATED",
+            invalidates_cache=True,
+            message="The job was terminated (signal {signal}, wall time or kill) after {completed} of {count} "
+            "structures; the finished ones are labelled.",
+        )
+
+    def prepare_for_submission(self, folder: Folder) -> CalcInfo:
+        """Structures as extxyz and the parameters as JSON."""
+        write_dataset(folder, self.STRUCTURES, self.inputs.structures)
+        parameters = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
+        with folder.open(self.PARAMETERS, "w", encoding="utf-8") as handle:
+            json.dump(parameters, handle, indent=1, sort_keys=True)
+        codeinfo = CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = [
+            "label-pyscf",
+            "--structures",
+            self.STRUCTURES,
+            "--parameters",
+            self.PARAMETERS,
+            "--out",
+            self.LABELLED,
+            "--status",
+            self.STATUS,
+        ]
+        codeinfo.stdout_name = self.STDOUT
+        codeinfo.stderr_name = self.STDERR
+        calcinfo = CalcInfo()
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.local_copy_list = []
+        calcinfo.remote_copy_list = []
+        calcinfo.retrieve_list = [self.LABELLED, self.STATUS, self.STDOUT, self.STDERR]
+        return calcinfo

@@ -1,0 +1,140 @@
+"""``lmlp.train``: train a new lMLP ensemble, or continue training a parent version, with ``lmlp train``."""
+
+from __future__ import annotations
+
+import yaml
+from aiida import orm
+from aiida.common import CalcInfo, CodeInfo
+from aiida.common.folders import Folder
+
+from aiida_lmlp.data.dataset import LmlpDatasetData
+from aiida_lmlp.data.potential import LmlpPotentialData
+
+from .base import LmlpCalcJob, write_dataset
+
+__all__ = ["LmlpTrainCalculation"]
+
+
+def _validate_parameters(parameters: orm.Dict | None, _) -> str | None:
+    """Every key must be a known ``lmlp train`` configuration key with a valid value."""
+    if parameters is None:
+        return None
+    from aiida_lmlp.potential.training_config import ConfigError, default_config, merge_config
+
+    try:
+        merge_config(default_config(), parameters.get_dict())
+    except ConfigError as error:
+        return f"parameters: {error}"
+    return None
+
+
+def _validate_datasets(datasets: dict, _) -> str | None:
+    if not datasets:
+        return "datasets: give at least one lmlp.dataset to train on"
+    problems = [problem for key in sorted(datasets) for problem in datasets[key].training_problems()]
+    return "; ".join(f"datasets: {p}" for p in problems) or None
+
+
+def _validate_inputs(inputs: dict, _) -> str | None:
+    """Elements of the data must have networks in the parent potential."""
+    parent = inputs.get("parent_potential")
+    datasets = inputs.get("datasets") or {}
+    if parent is None:
+        return None
+    missing = {e: key for key, node in sorted(datasets.items()) for e in node.elements if e not in parent.elements}
+    if missing:
+        named = ", ".join(f"{element} (in datasets.{key})" for element, key in sorted(missing.items()))
+        return (
+            f"parent_potential<{parent.pk}> has networks for {', '.join(parent.elements)} only; the data contain "
+            f"{named}. Continuing training cannot add an element: train a new model on all elements instead."
+        )
+    if not parent.base.attributes.get("has_training_state", False):
+        return f"parent_potential<{parent.pk}> carries no training state to continue from"
+    return None
+
+
+class LmlpTrainCalculation(LmlpCalcJob):
+    """Run ``lmlp train`` on labelled datasets, optionally continuing from a parent potential.
+
+    Continuing training is lifelong: the parent's weights, CoRe state and adaptive-selection
+    state carry over, and the new conformations join every member's data stream.
+    """
+
+    MODEL = "model.lmlp"
+    METRICS = "model.metrics.jsonl"
+    PARENT = "parent.lmlp"
+    CONFIG = "config.yaml"
+
+    @classmethod
+    def define(cls, spec):
+        """Inputs, outputs and exit codes."""
+        super().define(spec)
+        spec.input_namespace(
+            "datasets",
+            valid_type=LmlpDatasetData,
+            dynamic=True,
+            validator=_validate_datasets,
+            help="Labelled conformations to train on (their union; duplicates count once).",
+        )
+        spec.input(
+            "parent_potential",
+            valid_type=LmlpPotentialData,
+            required=False,
+            help="Continue training this version (weights, optimiser and selection state carry over).",
+        )
+        spec.input(
+            "parameters",
+            valid_type=orm.Dict,
+            required=False,
+            validator=_validate_parameters,
+            help="Overrides of the `lmlp train --print-config` configuration (epochs, members, seed, device, ...).",
+        )
+        spec.inputs.validator = _validate_inputs
+        spec.inputs["metadata"]["options"]["parser_name"].default = "lmlp.train"
+        spec.output("potential", valid_type=LmlpPotentialData, help="The trained model version.")
+        spec.output("metrics", valid_type=orm.ArrayData, help="Per-epoch losses and RMSEs (eV/atom, eV/Å).")
+        spec.output("output_parameters", valid_type=orm.Dict, help="Final RMSEs, epochs and the data report.")
+        spec.default_output_node = "output_parameters"
+        spec.exit_code(300, "ERROR_MISSING_MODEL", invalidates_cache=True, message="lmlp train wrote no model file.")
+        spec.exit_code(
+            301, "ERROR_CORRUPT_MODEL", invalidates_cache=True, message="The model file is damaged: {message}"
+        )
+        spec.exit_code(
+            310,
+            "ERROR_NO_USABLE_DATA",
+            invalidates_cache=True,
+            message="No conformation passed the data checks: {message}",
+        )
+        spec.exit_code(
+            320,
+            "ERROR_TRAINING_INCOMPLETE",
+            invalidates_cache=True,
+            message="Training stopped at epoch {epoch} of {expected}; the last checkpoint is the `potential` output.",
+        )
+
+    def prepare_for_submission(self, folder: Folder) -> CalcInfo:
+        """Datasets as extxyz, the configuration as YAML, the parent model copied in from the repository."""
+        arguments = ["train"]
+        for index, key in enumerate(sorted(self.inputs.datasets)):
+            name = f"data_{index}.extxyz"
+            write_dataset(folder, name, self.inputs.datasets[key])
+            arguments += ["--data", name]
+        parameters = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
+        with folder.open(self.CONFIG, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(parameters, handle, sort_keys=True)
+        arguments += ["--config", self.CONFIG, "--out", self.MODEL]
+        calcinfo = CalcInfo()
+        calcinfo.local_copy_list = []
+        if "parent_potential" in self.inputs:
+            parent = self.inputs.parent_potential
+            calcinfo.local_copy_list.append((parent.uuid, parent.filename, self.PARENT))
+            arguments += ["--continue-from", self.PARENT]
+        codeinfo = CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = arguments
+        codeinfo.stdout_name = self.STDOUT
+        codeinfo.stderr_name = self.STDERR
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.remote_copy_list = []
+        calcinfo.retrieve_list = [self.MODEL, self.METRICS, self.STDOUT, self.STDERR]
+        return calcinfo

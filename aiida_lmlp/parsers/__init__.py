@@ -1,0 +1,1 @@
+"""Parsers of the ``lmlp`` CalcJobs: files of the executables into nodes and documented exit codes."""
