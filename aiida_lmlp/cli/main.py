@@ -229,5 +229,10 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
         click.echo(f"wrote {out}")
 
 
+from aiida_lmlp.cli.explore import explore as _explore_command  # noqa: E402
+
+main.add_command(_explore_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

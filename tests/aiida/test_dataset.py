@@ -57,7 +57,9 @@ def test_attributes_describe_the_data(sn2_frames):
     assert attributes["force_max_abs"] == pytest.approx(max(np.abs(f).max() for f in forces), rel=1e-13)
     assert attributes["labelled_count"] == 20 and attributes["charges"] == [-1]
     # queryable: find datasets that contain carbon
-    found = orm.QueryBuilder().append(LmlpDatasetData, filters={"id": node.pk, "attributes.elements": {"contains": ["C"]}})
+    found = orm.QueryBuilder().append(
+        LmlpDatasetData, filters={"id": node.pk, "attributes.elements": {"contains": ["C"]}}
+    )
     assert found.count() == 1
 
 

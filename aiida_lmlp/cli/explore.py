@@ -1,0 +1,110 @@
+"""``lmlp explore``: run MD, relaxations, NEB or single points with an lMLP ensemble and record what it visits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _read_protocol(path: Path):
+    import yaml
+
+    from aiida_lmlp.potential.exploration import ExplorationProtocol, ProtocolError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise click.ClickException(f"cannot read protocol {path}: {_one_line(error)}") from None
+    except yaml.YAMLError as error:
+        raise click.ClickException(f"cannot parse protocol {path}: {_one_line(error)}") from None
+    try:
+        return ExplorationProtocol.from_dict(data if data is not None else {})
+    except ProtocolError as error:
+        raise click.ClickException(f"{path}: {error}") from None
+
+
+def _read_structures(path: Path):
+    from ase.io import read
+
+    try:
+        structures = read(path, ":", format="extxyz" if path.suffix in (".extxyz", ".xyz") else None)
+    except Exception as error:  # ASE raises many types for unreadable files
+        raise click.ClickException(f"cannot read structures from {path}: {_one_line(error)}") from None
+    if not structures:
+        raise click.ClickException(f"cannot read structures from {path}: it holds no structure")
+    return structures
+
+
+@click.command("explore")
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="The .lmlp model file.")
+@click.option(
+    "--structures",
+    "structures_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="extxyz file with the start structures (NEB: endpoint pairs initial, final, initial, final, ...).",
+)
+@click.option(
+    "--protocol",
+    "protocol_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="YAML protocol: kind md|relax|neb|evaluate and its settings (see docs/exploration.md).",
+)
+@click.option(
+    "--out",
+    "out",
+    default="visited.extxyz",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="extxyz file receiving the visited conformations, frame by frame.",
+)
+@click.option(
+    "--summary",
+    "summary",
+    default="summary.json",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON summary of the resolved protocol and of every trajectory.",
+)
+def explore(model_path, structures_path, protocol_path, out, summary):
+    """Explore from the start structures with an lMLP ensemble; trajectories stop once the model is unsure.
+
+    Writes every recorded conformation with lmlp_energy, lmlp_forces and their uncertainties
+    (never energy/forces, which are kept for reference labels) and a summary. Exits 0 when the
+    run completed, also if single structures could not be handled (see their "error").
+    """
+    from aiida_lmlp.potential import Ensemble, ModelFileError
+    from aiida_lmlp.potential.exploration import explore as run_exploration
+
+    protocol = _read_protocol(protocol_path)
+    structures = _read_structures(structures_path)
+    if protocol.kind == "neb" and len(structures) % 2:
+        raise click.ClickException(
+            f"{structures_path}: NEB needs pairs of endpoints (initial, final, ...), "
+            f"got an odd number of structures: {len(structures)}"
+        )
+    try:
+        model = Ensemble.load(model_path)
+    except ModelFileError as error:
+        raise click.ClickException(_one_line(error)) from None
+
+    def report(trajectory):
+        if trajectory.error is not None:
+            click.echo(f"trajectory {trajectory.start_index}: {trajectory.error}", err=True)
+
+    result = run_exploration(
+        model, structures, protocol, out=out, summary=summary, keep_frames=False, on_trajectory=report
+    )
+    frames = sum(t.frames for t in result.trajectories)
+    stopped = sum(t.stopped_early for t in result.trajectories)
+    failed = sum(t.error is not None for t in result.trajectories)
+    click.echo(
+        f"wrote {out} ({frames} frames) and {summary}: {len(result.trajectories)} trajectories, "
+        f"{stopped} stopped for uncertainty, {failed} with errors"
+    )

@@ -1,0 +1,107 @@
+"""Parser of ``lmlp.pyscf``: converged single points into a dataset; failures listed, never lost."""
+
+from __future__ import annotations
+
+import json
+
+from aiida import orm
+
+from aiida_lmlp.calculations.pyscf import PyscfCalculation as Calc
+from aiida_lmlp.data.dataset import LmlpDatasetData
+
+from .base import LmlpParser
+
+__all__ = ["LmlpPyscfParser", "read_status"]
+
+
+def read_status(text: str) -> tuple[dict | None, list[dict], dict | None]:
+    """``(start event, per-structure records, final event)`` of a status.jsonl; a torn last line is ignored."""
+    start, records, final = None, [], None
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line being written when the process died
+        event = entry.get("event")
+        if event == "start":
+            start = entry
+        elif event in ("finished", "terminated"):
+            final = entry
+        elif "index" in entry:
+            records.append(entry)
+    return start, records, final
+
+
+class LmlpPyscfParser(LmlpParser):
+    """Outputs ``labelled``, ``failed`` and ``output_parameters``; exit codes of :class:`PyscfCalculation`."""
+
+    def parse(self, **kwargs):
+        """Read status.jsonl and labelled.extxyz of ``lmlp label-pyscf``."""
+        message = self.error_message(Calc.STDERR)
+        start, records, final = read_status(self.read_text(Calc.STATUS))
+        if start is None:
+            if message:
+                return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
+            return self.exit_codes.ERROR_MISSING_OUTPUT
+        structures = self.node.inputs.structures
+        ids = structures.ids
+        labelled = None
+        if self.has_file(Calc.LABELLED) and self.read_text(Calc.LABELLED).strip():
+            with self.tempdir() as folder:
+                path = self.copy_out(Calc.LABELLED, folder)
+                labelled = LmlpDatasetData.from_extxyz(path, source=f"lmlp.pyscf<{self.node.pk}> output")
+            self.out("labelled", labelled)
+        attempted = {r["index"] for r in records}
+        failed = [
+            {
+                "index": r["index"],
+                "id": ids[r["index"]],
+                "status": r["status"],
+                "message": r.get("message"),
+            }
+            for r in records
+            if r["status"] != "converged"
+        ]
+        failed += [
+            {"index": i, "id": ids[i], "status": "not_attempted", "message": None}
+            for i in range(len(ids))
+            if i not in attempted
+        ]
+        failed.sort(key=lambda entry: entry["index"])
+        self.out("failed", orm.List(failed))
+        converged = [r for r in records if r["status"] == "converged"]
+        self.out(
+            "output_parameters",
+            orm.Dict(
+                {
+                    "count": len(ids),
+                    "converged": len(converged),
+                    "not_converged": sum(r["status"] == "not_converged" for r in records),
+                    "errors": sum(r["status"] == "error" for r in records),
+                    "not_attempted": len(ids) - len(attempted),
+                    "parameters": start.get("parameters", {}),
+                    "pyscf_version": start.get("pyscf_version"),
+                    "method": labelled.label_method if labelled is not None else None,
+                    "seconds": sum(r.get("seconds") or 0.0 for r in records),
+                }
+            ),
+        )
+        if final is None:
+            return self.exit_codes.ERROR_CRASHED.format(
+                message=f"status.jsonl ends after {len(records)} of {len(ids)} structures"
+                + (f"; {message}" if message else "")
+            )
+        if final.get("event") == "terminated":
+            return self.exit_codes.ERROR_TERMINATED.format(
+                signal=final.get("signal"), completed=len(records), count=len(ids)
+            )
+        errors = [r for r in records if r["status"] == "error"]
+        if errors:
+            text = "; ".join(f"{r['index']}: {r.get('message')}" for r in errors[:3])
+            return self.exit_codes.ERROR_STRUCTURE_FAILED.format(count=len(errors), message=text)
+        not_converged = [r["index"] for r in records if r["status"] == "not_converged"]
+        if not_converged:
+            return self.exit_codes.ERROR_SCF_NOT_CONVERGED.format(
+                count=len(not_converged), indices=", ".join(map(str, not_converged))
+            )
+        return None

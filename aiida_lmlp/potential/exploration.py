@@ -1,0 +1,600 @@
+"""Exploration with an lMLP ensemble: MD, relaxations, NEB and single points that stop once the model is unsure.
+
+The engine side of ``lmlp explore`` (and of the ``lmlp.explore`` CalcJob): starting structures
+are propagated with :class:`~aiida_lmlp.potential.LmlpCalculator` according to an
+:class:`ExplorationProtocol`; visited conformations are recorded with the predicted energy,
+forces and their uncertainties. A trajectory stops as soon as the energy uncertainty per atom or
+the largest force-component uncertainty exceeds the protocol's threshold: beyond that point the
+model's predictions are meaningless and the conformation is a candidate for a new reference
+calculation. A structure the model cannot handle is reported in its trajectory's ``error`` and
+never takes down the other trajectories.
+
+Pure PyTorch, NumPy and ASE (no aiida); torch is imported only by :func:`explore`, so
+:class:`ExplorationProtocol` and :func:`read_visited` also serve a torch-free AiiDA daemon.
+Units: eV, Å, fs, K; forces eV/Å.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from ase import Atoms, units
+
+if TYPE_CHECKING:  # torch is imported only when exploring, so the protocol and the reader work without it
+    from .calculator import LmlpCalculator
+    from .ensemble import Ensemble
+
+__all__ = [
+    "KINDS",
+    "ExplorationProtocol",
+    "ExplorationResult",
+    "ProtocolError",
+    "TrajectoryReport",
+    "explore",
+    "read_visited",
+]
+
+#: The kinds of exploration a protocol can ask for.
+KINDS = ("md", "relax", "neb", "evaluate")
+OPTIMIZERS = ("bfgs", "fire")
+
+# key -> {kind: default} for every kind the key applies to
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "temperature": {"md": 300.0},
+    "timestep": {"md": 0.5},
+    "friction": {"md": 0.01},
+    "seed": {"md": 0},
+    "optimizer": {"relax": "bfgs", "neb": "fire"},
+    "fmax": {"relax": 0.05, "neb": 0.1},
+    "images": {"neb": 5},
+    "climb": {"neb": True},
+    "steps": {"md": 200, "relax": 200, "neb": 100},
+    "sample_every": {"md": 10, "relax": 1, "neb": 1, "evaluate": 1},
+    "stop_energy_uncertainty_per_atom": {kind: None for kind in KINDS},
+    "stop_forces_uncertainty": {kind: None for kind in KINDS},
+    "max_frames": {kind: 10000 for kind in KINDS},
+}
+
+
+class ProtocolError(ValueError):
+    """An exploration protocol is invalid; :attr:`key` names the offending key."""
+
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        self.problem = problem
+        super().__init__(f"protocol key '{key}': {problem}")
+
+
+def _number(key: str, value: Any, *, minimum: float, strict: bool = False) -> float:
+    """A float ≥ ``minimum`` (> with ``strict``); numeric strings such as YAML 1.1's ``1e-3`` are accepted."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ProtocolError(key, f"must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ProtocolError(key, f"must be a number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < minimum or (strict and value == minimum):
+        raise ProtocolError(key, f"must be a finite number {'>' if strict else '≥'} {minimum:g}, got {value!r}")
+    return value
+
+
+def _integer(key: str, value: Any, *, minimum: int) -> int:
+    """An integer ≥ ``minimum`` (an integral float such as ``200.0`` is accepted)."""
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ProtocolError(key, f"must be an integer, got {value!r}")
+    if value < minimum:
+        raise ProtocolError(key, f"must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+@dataclass
+class ExplorationProtocol:
+    """What to do with every starting structure (units eV, Å, fs, K).
+
+    ``kind`` is ``md`` (Langevin NVT, the default), ``relax`` (BFGS or FIRE), ``neb`` (IDPP-interpolated
+    nudged elastic band between endpoint pairs) or ``evaluate`` (one single point per
+    structure). Keys left ``None`` take the kind's default (see ``docs/exploration.md``); a key
+    that does not apply to the kind, or a value out of range, raises :class:`ProtocolError`.
+    """
+
+    kind: str = "md"
+    temperature: float | None = None  # K (md)
+    timestep: float | None = None  # fs (md)
+    friction: float | None = None  # 1/fs (md)
+    seed: int | None = None  # md: velocities and Langevin noise of trajectory i from default_rng([seed, i])
+    optimizer: str | None = None  # bfgs | fire (relax, neb)
+    fmax: float | None = None  # eV/Å (relax, neb)
+    images: int | None = None  # intermediate images (neb)
+    climb: bool | None = None  # climbing image (neb)
+    steps: int | None = None  # MD steps or optimiser steps (md, relax, neb)
+    sample_every: int | None = None  # record every n-th step
+    stop_energy_uncertainty_per_atom: float | None = None  # eV/atom; None = never stop
+    stop_forces_uncertainty: float | None = None  # eV/Å, max over atoms and components; None = never stop
+    max_frames: int | None = None  # cap on recorded frames in all trajectories together
+
+    def __post_init__(self):
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
+            raise ProtocolError("kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        for key, defaults in _DEFAULTS.items():
+            value = getattr(self, key)
+            if self.kind not in defaults:
+                if value is not None:
+                    raise ProtocolError(
+                        key, f"does not apply to kind '{self.kind}' (its keys: {', '.join(self.keys(self.kind))})"
+                    )
+                continue
+            setattr(self, key, defaults[self.kind] if value is None else self._checked(key, value))
+
+    @staticmethod
+    def _checked(key: str, value: Any) -> Any:
+        if key in ("temperature", "friction", "stop_energy_uncertainty_per_atom", "stop_forces_uncertainty"):
+            return _number(key, value, minimum=0.0)
+        if key in ("timestep", "fmax"):
+            return _number(key, value, minimum=0.0, strict=True)
+        if key in ("seed", "steps"):
+            return _integer(key, value, minimum=0)
+        if key in ("images", "sample_every", "max_frames"):
+            return _integer(key, value, minimum=1)
+        if key == "climb":
+            if not isinstance(value, (bool, np.bool_)):
+                raise ProtocolError(key, f"must be true or false, got {value!r}")
+            return bool(value)
+        if key == "optimizer":
+            if not isinstance(value, str) or value.lower() not in OPTIMIZERS:
+                raise ProtocolError(key, f"must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
+            return value.lower()
+        raise AssertionError(key)  # pragma: no cover
+
+    @staticmethod
+    def keys(kind: str) -> list[str]:
+        """The protocol keys that apply to ``kind`` (``kind`` itself first)."""
+        return ["kind"] + [key for key, defaults in _DEFAULTS.items() if kind in defaults]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExplorationProtocol:
+        """Validate a protocol mapping (e.g. parsed ``protocol.yaml``) and fill in the defaults.
+
+        ``kind`` defaults to ``md`` (so ``{}`` is MD with every default). Raises
+        :class:`ProtocolError` naming the key for an unknown key, a key of another kind or an
+        out-of-range value.
+        """
+        if not isinstance(data, Mapping):
+            raise ProtocolError("kind", f"the protocol must be a mapping of keys to values, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                kind = data.get("kind", "md")
+                hint = f" (keys for kind '{kind}': {', '.join(cls.keys(kind))})" if kind in KINDS else ""
+                raise ProtocolError(str(key), f"unknown key{hint}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved protocol: every key that applies to the kind, defaults filled in."""
+        return {key: getattr(self, key) for key in self.keys(self.kind)}
+
+
+@dataclass
+class TrajectoryReport:
+    """What happened to one starting structure (or NEB path); the ``trajectories`` entries of summary.json."""
+
+    start_index: int
+    steps: int = 0  # dynamics/optimiser steps done (0 for evaluate or an error before the first step)
+    frames: int = 0  # conformations recorded
+    stopped_early: bool = False  # stopped because an uncertainty passed its threshold
+    reason: str | None = None  # e.g. "energy uncertainty 0.12 eV/atom > 0.05"
+    max_energy_uncertainty_per_atom: float | None = None  # eV/atom, over every evaluated conformation
+    max_forces_uncertainty: float | None = None  # eV/Å, over every evaluated conformation
+    error: str | None = None  # why the structure could not be (fully) explored
+    converged: bool | None = None  # relax/neb: fmax reached (None for md/evaluate)
+    truncated: bool = False  # the max_frames cap ended this trajectory or kept it from running
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class ExplorationResult:
+    """The outcome of :func:`explore`: recorded frames (ASE Atoms, no calculator) and one report per trajectory."""
+
+    protocol: ExplorationProtocol
+    model_sha256: str | None
+    trajectories: list[TrajectoryReport] = field(default_factory=list)
+    frames: list[Atoms] = field(default_factory=list)
+    complete: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        """The content of summary.json."""
+        return {
+            "protocol": self.protocol.to_dict(),
+            "model_sha256": self.model_sha256,
+            "trajectories": [t.to_dict() for t in self.trajectories],
+            "frames": sum(t.frames for t in self.trajectories),
+            "complete": self.complete,
+        }
+
+    def write_summary(self, path: str | os.PathLike) -> None:
+        """Write :meth:`summary` as JSON to ``path`` atomically (temporary file and rename)."""
+        path = Path(path)
+        text = json.dumps(self.summary(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def read_visited(path: str | os.PathLike) -> list[Atoms]:
+    """Read a visited.extxyz, also one cut short by a killed run: every complete frame, [] for an empty file."""
+    from ase.io import read
+
+    text = Path(path).read_text(encoding="utf-8")
+    frames: list[Atoms] = []
+    lines = text.splitlines(keepends=True)
+    start = 0
+    while start < len(lines):
+        try:
+            count = int(lines[start].strip())
+        except ValueError:
+            break
+        end = start + 2 + count
+        if end > len(lines) or not lines[end - 1].endswith("\n"):
+            break  # the last frame was still being written
+        try:
+            frames.append(read(io.StringIO("".join(lines[start:end])), format="extxyz"))
+        except Exception:  # ASE raises many types for a damaged frame; keep what came before
+            break
+        start = end
+    return frames
+
+
+class _FrameSink:
+    """Records frames in memory and appends them, one write and flush per frame, to the output file."""
+
+    def __init__(self, out: str | os.PathLike | None, max_frames: int, keep: bool):
+        self.handle = open(out, "w", encoding="utf-8") if out is not None else None  # noqa: SIM115
+        self.max_frames = max_frames
+        self.keep = keep
+        self.count = 0
+        self.frames: list[Atoms] = []
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.max_frames
+
+    def add(self, frames: Sequence[Atoms]) -> bool:
+        """Record ``frames``; False if the cap kept some of them out."""
+        from ase.io import write
+
+        for frame in frames:
+            if self.full:
+                return False
+            if self.handle is not None:
+                buffer = io.StringIO()
+                write(buffer, frame, format="extxyz")
+                self.handle.write(buffer.getvalue())
+                self.handle.flush()
+            if self.keep:
+                self.frames.append(frame)
+            self.count += 1
+        return True
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+@dataclass
+class _Snapshot:
+    frame: Atoms
+    energy_uncertainty_per_atom: float
+    max_forces_uncertainty: float
+
+
+def _snapshot(atoms: Atoms, start_index: int, step: int, carried: dict, image: int | None) -> _Snapshot:
+    """Evaluate ``atoms`` (cached when unchanged) and build the frame to record, without a calculator."""
+    atoms.get_forces()
+    results = atoms.calc.results
+    energy = float(results["energy"])
+    energy_unc = float(results["energy_uncertainty"])
+    forces = np.array(results["forces"], dtype=np.float64)
+    forces_unc = np.array(results["forces_uncertainty"], dtype=np.float64)
+    if not (np.isfinite([energy, energy_unc]).all() and np.isfinite(forces).all() and np.isfinite(forces_unc).all()):
+        raise FloatingPointError(f"non-finite predicted energy, forces or uncertainty at step {step}")
+    frame = Atoms(
+        numbers=atoms.get_atomic_numbers(), positions=atoms.get_positions(), cell=atoms.cell.array.copy(), pbc=atoms.pbc
+    )
+    frame.info.update(
+        {
+            "start_index": int(start_index),
+            "step": int(step),
+            "lmlp_energy": energy,
+            "lmlp_energy_uncertainty": energy_unc,
+            "stopped": False,
+            **carried,
+        }
+    )
+    if image is not None:
+        frame.info["neb_image"] = int(image)
+    frame.arrays["lmlp_forces"] = forces
+    frame.arrays["lmlp_forces_uncertainty"] = forces_unc
+    return _Snapshot(frame, energy_unc / len(atoms), float(forces_unc.max()))
+
+
+def _carried(atoms: Atoms) -> dict:
+    """Charge and multiplicity of a start structure (0 and 1 when absent)."""
+    info = atoms.info or {}
+    carried = {}
+    for key, default in (("charge", 0), ("multiplicity", 1)):
+        value = info.get(key, default)
+        if isinstance(value, np.generic):
+            value = value.item()
+        carried[key] = value
+    return carried
+
+
+def _stop(snapshots: Sequence[_Snapshot], protocol: ExplorationProtocol) -> tuple[int, str] | None:
+    """Index of the snapshot that ends the trajectory and the reason, or None."""
+    threshold = protocol.stop_energy_uncertainty_per_atom
+    if threshold is not None:
+        worst = max(range(len(snapshots)), key=lambda k: snapshots[k].energy_uncertainty_per_atom)
+        value = snapshots[worst].energy_uncertainty_per_atom
+        if value > threshold:
+            return worst, f"energy uncertainty {value:.4g} eV/atom > {threshold:g}"
+    threshold = protocol.stop_forces_uncertainty
+    if threshold is not None:
+        worst = max(range(len(snapshots)), key=lambda k: snapshots[k].max_forces_uncertainty)
+        value = snapshots[worst].max_forces_uncertainty
+        if value > threshold:
+            return worst, f"forces uncertainty {value:.4g} eV/Å > {threshold:g}"
+    return None
+
+
+# A trajectory is set up as a stepper, which yields (step, converged) every time the system has
+# reached a new state, and a function giving the (image index or None, atoms) of the system at a step.
+_Stepper = Iterator[tuple[int, bool | None]]
+_ImagesOf = Callable[[int], Sequence[tuple[int | None, Atoms]]]
+
+#: Errors that end one trajectory but not the run: StructureError (a ValueError), non-finite
+#: predictions, ASE's linear algebra in optimisers and interpolation.
+_TRAJECTORY_ERRORS = (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError)
+
+
+def _drive(
+    report: TrajectoryReport,
+    setup: Callable[[], tuple[_Stepper, _ImagesOf]],
+    carried: dict,
+    protocol: ExplorationProtocol,
+    sink: _FrameSink,
+) -> None:
+    """Run one trajectory: evaluate every step, stop on uncertainty, record sampled and last frames."""
+    pending: list[_Snapshot] | None = None  # the last evaluated step, if not recorded yet
+
+    def record(snapshots: Sequence[_Snapshot]) -> bool:
+        before = sink.count
+        complete = sink.add([s.frame for s in snapshots])
+        report.frames += sink.count - before
+        return complete
+
+    try:
+        stepper, images_of = setup()
+        for step, converged in stepper:
+            snapshots = [_snapshot(atoms, report.start_index, step, carried, image) for image, atoms in images_of(step)]
+            report.steps = step
+            report.converged = converged
+            for key, attribute in (
+                ("max_energy_uncertainty_per_atom", "energy_uncertainty_per_atom"),
+                ("max_forces_uncertainty", "max_forces_uncertainty"),
+            ):
+                value = max(getattr(s, attribute) for s in snapshots)
+                previous = getattr(report, key)
+                setattr(report, key, value if previous is None else max(previous, value))
+            stop = _stop(snapshots, protocol)
+            if stop is not None:
+                trigger, report.reason = stop
+                report.stopped_early = True
+                snapshots[trigger].frame.info["stopped"] = True
+                pending = None
+                if not record(snapshots):
+                    report.truncated = True
+                break
+            if step % protocol.sample_every == 0:
+                pending = None
+                if not record(snapshots):
+                    report.truncated = True
+                    break
+                if sink.full:
+                    # the cap is reached: the trajectory is truncated unless it was over anyway
+                    try:
+                        report.truncated = next(stepper, None) is not None
+                    except _TRAJECTORY_ERRORS:
+                        report.truncated = True
+                    break
+            else:
+                pending = snapshots
+    except _TRAJECTORY_ERRORS as error:
+        report.error = str(error) if str(error) else type(error).__name__
+    if pending is not None and not record(pending):
+        report.truncated = True
+
+
+def _calculator(model: Ensemble) -> LmlpCalculator:
+    from .calculator import LmlpCalculator
+
+    return LmlpCalculator(model, forces_uncertainty=True)
+
+
+def _working_copy(atoms: Atoms, model: Ensemble) -> Atoms:
+    copy = atoms.copy()
+    copy.calc = _calculator(model)
+    return copy
+
+
+def _setup_evaluate(atoms: Atoms, model: Ensemble) -> Callable[[], tuple[_Stepper, _ImagesOf]]:
+    def setup():
+        working = _working_copy(atoms, model)
+        return iter([(0, None)]), lambda step: [(None, working)]
+
+    return setup
+
+
+def _setup_md(atoms: Atoms, model: Ensemble, protocol: ExplorationProtocol, index: int):
+    def setup():
+        from ase.md import velocitydistribution
+        from ase.md.langevin import Langevin
+
+        working = _working_copy(atoms, model)
+        rng = np.random.default_rng([protocol.seed, index])
+        # thermalize_momenta (ASE ≥ 3.29) is MaxwellBoltzmannDistribution under its new name
+        thermalize = getattr(velocitydistribution, "thermalize_momenta", None)
+        if thermalize is None:  # pragma: no cover - ASE < 3.29
+            thermalize = velocitydistribution.MaxwellBoltzmannDistribution
+        thermalize(working, temperature_K=protocol.temperature, rng=rng)
+        velocitydistribution.Stationary(working)
+        dynamics = Langevin(
+            working,
+            protocol.timestep * units.fs,
+            temperature_K=protocol.temperature,
+            friction=protocol.friction / units.fs,
+            fixcm=False,
+            rng=rng,
+        )
+
+        def stepper():
+            for _ in dynamics.irun(protocol.steps):
+                yield dynamics.nsteps, None
+
+        return stepper(), lambda step: [(None, working)]
+
+    return setup
+
+
+def _optimizer(name: str, target, **kwargs):
+    from ase.optimize import BFGS, FIRE
+
+    return {"bfgs": BFGS, "fire": FIRE}[name](target, logfile=None, **kwargs)
+
+
+def _setup_relax(atoms: Atoms, model: Ensemble, protocol: ExplorationProtocol):
+    def setup():
+        working = _working_copy(atoms, model)
+        optimizer = _optimizer(protocol.optimizer, working)
+
+        def stepper():
+            for converged in optimizer.irun(fmax=protocol.fmax, steps=protocol.steps):
+                yield optimizer.nsteps, bool(converged)
+
+        return stepper(), lambda step: [(None, working)]
+
+    return setup
+
+
+def _setup_neb(initial: Atoms, final: Atoms, model: Ensemble, protocol: ExplorationProtocol):
+    def setup():
+        from ase.mep import NEB
+
+        if len(initial) != len(final) or list(initial.numbers) != list(final.numbers):
+            raise ValueError(
+                f"the NEB endpoints differ in their atoms ({initial.get_chemical_formula()} with {len(initial)} "
+                f"atoms, {final.get_chemical_formula()} with {len(final)}); they need the same atoms in the same order"
+            )
+        first, last = _working_copy(initial, model), _working_copy(final, model)
+        for endpoint in (first, last):  # fail early on a structure the model cannot handle
+            endpoint.get_forces()
+        images = [first] + [_working_copy(initial, model) for _ in range(protocol.images)] + [last]
+        neb = NEB(images, climb=protocol.climb, method="improvedtangent")
+        neb.interpolate(method="idpp", mic=bool(np.any(initial.pbc)))
+        optimizer = _optimizer(protocol.optimizer, neb)
+        numbered = list(enumerate(images))
+
+        def stepper():
+            for converged in optimizer.irun(fmax=protocol.fmax, steps=protocol.steps):
+                yield optimizer.nsteps, bool(converged)
+
+        return stepper(), lambda step: numbered if step == 0 else numbered[1:-1]
+
+    return setup
+
+
+def explore(
+    model: Ensemble | str | os.PathLike,
+    structures: Sequence[Atoms],
+    protocol: ExplorationProtocol | Mapping[str, Any],
+    *,
+    out: str | os.PathLike | None = None,
+    summary: str | os.PathLike | None = None,
+    keep_frames: bool = True,
+    on_trajectory: Callable[[TrajectoryReport], None] | None = None,
+) -> ExplorationResult:
+    """Explore from every structure (every endpoint pair for NEB) with the ensemble ``model``.
+
+    ``out``: append every recorded frame to this extxyz file as it is recorded (one write and
+    flush per frame, the file is truncated first). ``summary``: rewrite this JSON file
+    atomically after every trajectory (``complete`` false until the end). ``keep_frames=False``
+    leaves :attr:`ExplorationResult.frames` empty. ``on_trajectory`` is called with each
+    finished :class:`TrajectoryReport`.
+
+    Raises :class:`ProtocolError` for an invalid protocol and :class:`ValueError` for an odd
+    number of NEB endpoints, before any file is touched. A structure the model cannot handle
+    (:class:`~aiida_lmlp.potential.StructureError`) ends only its own trajectory.
+    """
+    from .ensemble import Ensemble
+
+    if not isinstance(protocol, ExplorationProtocol):
+        protocol = ExplorationProtocol.from_dict(protocol)
+    model = model if isinstance(model, Ensemble) else Ensemble.load(model)
+    structures = list(structures)
+    if protocol.kind == "neb" and len(structures) % 2:
+        raise ValueError(
+            f"NEB needs pairs of endpoints (initial, final, initial, final, ...), got an odd number: {len(structures)}"
+        )
+    result = ExplorationResult(protocol=protocol, model_sha256=model.content_sha256)
+    if protocol.kind == "neb":
+        starts = [
+            (p, structures[2 * p], _setup_neb(structures[2 * p], structures[2 * p + 1], model, protocol))
+            for p in range(len(structures) // 2)
+        ]
+    else:
+        setups = {
+            "evaluate": lambda i, a: _setup_evaluate(a, model),
+            "md": lambda i, a: _setup_md(a, model, protocol, i),
+            "relax": lambda i, a: _setup_relax(a, model, protocol),
+        }[protocol.kind]
+        starts = [(i, atoms, setups(i, atoms)) for i, atoms in enumerate(structures)]
+    sink = _FrameSink(out, protocol.max_frames, keep_frames)
+    try:
+        for index, start, setup in starts:
+            report = TrajectoryReport(start_index=index)
+            if sink.full:
+                report.truncated = True
+            else:
+                _drive(report, setup, _carried(start), protocol, sink)
+            result.trajectories.append(report)
+            if summary is not None:
+                result.write_summary(summary)
+            if on_trajectory is not None:
+                on_trajectory(report)
+    finally:
+        sink.close()
+    result.frames = sink.frames
+    result.complete = True
+    if summary is not None:
+        result.write_summary(summary)
+    return result

@@ -1,0 +1,244 @@
+"""Exploration (the engine of ``lmlp explore``): protocols, recorded frames, uncertainty stops and bad structures."""
+
+import json
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from aiida_lmlp.potential import LmlpCalculator
+from aiida_lmlp.potential.exploration import ExplorationProtocol, ProtocolError, explore, read_visited
+
+INFO_KEYS = {"start_index", "step", "lmlp_energy", "lmlp_energy_uncertainty", "stopped", "charge", "multiplicity"}
+
+
+def assert_clean(frames):
+    """No DFT-label keys, no calculator, the contract's info keys and arrays on every frame."""
+    for frame in frames:
+        assert frame.calc is None
+        assert "energy" not in frame.info and "forces" not in frame.arrays
+        assert INFO_KEYS <= set(frame.info)
+        assert frame.arrays["lmlp_forces"].shape == frame.arrays["lmlp_forces_uncertainty"].shape == (len(frame), 3)
+
+
+def test_protocol_defaults_and_errors_name_the_key():
+    md = ExplorationProtocol.from_dict({"kind": "md"}).to_dict()
+    assert md == {
+        "kind": "md",
+        "temperature": 300.0,
+        "timestep": 0.5,
+        "friction": 0.01,
+        "seed": 0,
+        "steps": 200,
+        "sample_every": 10,
+        "stop_energy_uncertainty_per_atom": None,
+        "stop_forces_uncertainty": None,
+        "max_frames": 10000,
+    }
+    relax = ExplorationProtocol.from_dict({"kind": "relax", "optimizer": "FIRE"})
+    assert (relax.optimizer, relax.fmax, relax.steps, relax.sample_every) == ("fire", 0.05, 200, 1)
+    neb = ExplorationProtocol.from_dict({"kind": "neb"})
+    assert (neb.images, neb.fmax, neb.steps, neb.climb, neb.sample_every) == (5, 0.1, 100, True, 1)
+    assert ExplorationProtocol.from_dict({"kind": "evaluate"}).to_dict()["max_frames"] == 10000
+    assert ExplorationProtocol.from_dict({}).to_dict() == md  # kind defaults to md
+    # YAML 1.1 reads 1e-3 as a string; it is still a number
+    assert (
+        ExplorationProtocol.from_dict({"kind": "md", "stop_forces_uncertainty": "1e-3"}).stop_forces_uncertainty == 1e-3
+    )
+    bad = [
+        ({"kind": "md", "temprature": 300}, "temprature", "unknown key"),
+        ({"kind": "md", "fmax": 0.1}, "fmax", "does not apply to kind 'md'"),
+        ({"kind": "md", "timestep": 0}, "timestep", "> 0"),
+        ({"kind": "md", "temperature": -1}, "temperature", "≥ 0"),
+        ({"kind": "md", "steps": 2.5}, "steps", "integer"),
+        ({"kind": "md", "steps": True}, "steps", "integer"),
+        ({"kind": "relax", "optimizer": "lbfgs"}, "optimizer", "bfgs, fire"),
+        ({"kind": "neb", "climb": "yes"}, "climb", "true or false"),
+        ({"kind": "neb", "images": 0}, "images", "≥ 1"),
+        ({"kind": "evaluate", "sample_every": 0}, "sample_every", "≥ 1"),
+        ({"kind": "evaluate", "stop_energy_uncertainty_per_atom": -0.1}, "stop_energy_uncertainty_per_atom", "≥ 0"),
+        ({"kind": "evaluate", "max_frames": 0}, "max_frames", "≥ 1"),
+        ({"kind": "dance"}, "kind", "md, relax, neb, evaluate"),
+        ({"kind": None}, "kind", "md, relax, neb, evaluate"),
+    ]
+    for data, key, words in bad:
+        with pytest.raises(ProtocolError) as error:
+            ExplorationProtocol.from_dict(data)
+        assert error.value.key == key and f"'{key}'" in str(error.value) and words in str(error.value), str(error.value)
+
+
+def test_evaluate_reproduces_the_calculator_frame_by_frame(sn2_model, sn2_frames, tmp_path):
+    starts = sn2_frames[:4]
+    no_charge = starts[3].copy()
+    no_charge.info = {}
+    starts[3] = no_charge
+    out = tmp_path / "visited.extxyz"
+    result = explore(sn2_model, starts, {"kind": "evaluate"}, out=out)
+    written = read_visited(out)
+    assert len(result.frames) == len(written) == 4
+    assert_clean(result.frames)
+    assert_clean(written)
+    for index, (atoms, frame, read_back) in enumerate(zip(starts, result.frames, written)):
+        reference = atoms.copy()
+        reference.calc = LmlpCalculator(sn2_model)
+        reference.get_forces()
+        r = reference.calc.results
+        assert frame.info["start_index"] == index and frame.info["step"] == 0 and frame.info["stopped"] is False
+        assert frame.info["lmlp_energy"] == r["energy"]
+        assert frame.info["lmlp_energy_uncertainty"] == r["energy_uncertainty"]
+        np.testing.assert_array_equal(frame.arrays["lmlp_forces"], r["forces"])
+        np.testing.assert_array_equal(frame.arrays["lmlp_forces_uncertainty"], r["forces_uncertainty"])
+        np.testing.assert_array_equal(read_back.positions, atoms.positions)
+        assert read_back.info["lmlp_energy"] == pytest.approx(r["energy"], abs=1e-8)
+        np.testing.assert_allclose(read_back.arrays["lmlp_forces"], r["forces"], atol=1e-7)
+        np.testing.assert_allclose(read_back.arrays["lmlp_forces_uncertainty"], r["forces_uncertainty"], atol=1e-7)
+        assert read_back.info["stopped"] is False
+    # charge and multiplicity are carried through, with defaults 0 and 1
+    assert [(f.info["charge"], f.info["multiplicity"]) for f in written] == [(-1, 1)] * 3 + [(0, 1)]
+    text = out.read_text()
+    assert " energy=" not in text and ":forces:" not in text and "Properties=species:S:1:pos:R:3:lmlp_forces" in text
+    for t in result.trajectories:
+        assert (t.steps, t.frames, t.stopped_early, t.reason, t.error) == (0, 1, False, None, None)
+    # the summary is plain JSON and counts the frames
+    summary = json.loads(json.dumps(result.summary()))
+    assert summary["frames"] == 4 and summary["protocol"]["kind"] == "evaluate" and summary["complete"] is True
+
+
+def test_relax_lowers_the_energy_and_records_every_step(sn2_model, sn2_frames):
+    for optimizer in ("bfgs", "fire"):
+        result = explore(
+            sn2_model, sn2_frames[:1], {"kind": "relax", "optimizer": optimizer, "steps": 12, "fmax": 0.05}
+        )
+        (trajectory,) = result.trajectories
+        steps = [f.info["step"] for f in result.frames]
+        assert steps == list(range(trajectory.steps + 1)) and trajectory.frames == len(steps)
+        energies = [f.info["lmlp_energy"] for f in result.frames]
+        assert energies[-1] < energies[0] - 0.05
+        largest_force = np.linalg.norm(result.frames[-1].arrays["lmlp_forces"], axis=1).max()
+        assert (trajectory.converged and largest_force < 0.05) or (not trajectory.converged and trajectory.steps == 12)
+        assert_clean(result.frames)
+
+
+def test_md_is_reproducible_and_records_every_nth_and_the_last_step(sn2_model, sn2_frames):
+    protocol = {"kind": "md", "steps": 12, "sample_every": 5, "temperature": 500, "seed": 7}
+    first = explore(sn2_model, sn2_frames[:2], protocol)
+    again = explore(sn2_model, sn2_frames[:1], protocol)  # trajectory 0 does not depend on the others
+    other = explore(sn2_model, sn2_frames[:1], {**protocol, "seed": 8})
+    assert [(f.info["start_index"], f.info["step"]) for f in first.frames] == [
+        (i, s) for i in (0, 1) for s in (0, 5, 10, 12)
+    ]
+    assert all(t.steps == 12 and t.frames == 4 and t.converged is None for t in first.trajectories)
+    assert len(again.frames) == 4
+    for a, b in zip(first.frames, again.frames):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        assert a.info["lmlp_energy"] == b.info["lmlp_energy"]
+    assert np.abs(first.frames[3].positions - other.frames[3].positions).max() > 1e-4
+    assert np.abs(first.frames[3].positions - first.frames[0].positions).max() > 1e-3  # the atoms moved
+    assert_clean(first.frames)
+
+
+def test_a_tiny_threshold_stops_every_trajectory_at_the_first_step(sn2_model, sn2_frames):
+    for kind, key, words in (
+        ("md", "stop_energy_uncertainty_per_atom", "energy uncertainty"),
+        ("relax", "stop_forces_uncertainty", "forces uncertainty"),
+    ):
+        result = explore(sn2_model, sn2_frames[:3], {"kind": kind, key: 1e-6, "steps": 5})
+        assert len(result.frames) == 3
+        for index, (trajectory, frame) in enumerate(zip(result.trajectories, result.frames)):
+            assert trajectory.stopped_early and trajectory.steps == 0 and trajectory.frames == 1
+            assert trajectory.reason.startswith(words) and trajectory.reason.endswith("> 1e-06")
+            assert frame.info["stopped"] is True and frame.info["step"] == 0 and frame.info["start_index"] == index
+
+
+def test_a_trajectory_stops_at_the_first_step_past_the_threshold(sn2_model, sn2_frames):
+    protocol = {"kind": "md", "steps": 10, "sample_every": 1, "temperature": 800, "seed": 1}
+    free = explore(sn2_model, sn2_frames[:1], protocol)
+    values = [f.arrays["lmlp_forces_uncertainty"].max() for f in free.frames]
+    assert max(values[1:]) > values[0], "the uncertainty should change along the trajectory"
+    threshold = 0.5 * (values[0] + max(values[1:]))
+    stop = next(k for k, v in enumerate(values) if v > threshold)
+    stopped = explore(sn2_model, sn2_frames[:1], {**protocol, "stop_forces_uncertainty": threshold})
+    (trajectory,) = stopped.trajectories
+    assert trajectory.stopped_early and trajectory.steps == stop and trajectory.frames == stop + 1
+    assert [f.info["stopped"] for f in stopped.frames] == [False] * stop + [True]
+    np.testing.assert_array_equal(stopped.frames[-1].positions, free.frames[stop].positions)
+    assert trajectory.reason == f"forces uncertainty {values[stop]:.4g} eV/Å > {threshold:g}"
+
+
+def test_neb_runs_endpoint_pairs_and_refuses_an_odd_count(sn2_model, sn2_frames, tmp_path):
+    start = sn2_frames[0]
+    end = start.copy()
+    end.positions[3] += [0.15, -0.1, 0.05]
+    other = sn2_frames[2]
+    pairs = [start, end, other, sn2_frames[5]]  # the second pair does not fit together
+    assert len(other) != len(sn2_frames[5])
+    result = explore(sn2_model, pairs, {"kind": "neb", "images": 3, "steps": 3, "climb": False})
+    first, second = result.trajectories
+    assert first.error is None and second.error is not None and "endpoints differ" in second.error
+    assert second.frames == 0
+    path = [f for f in result.frames if f.info["start_index"] == 0]
+    at_start = [f.info["neb_image"] for f in path if f.info["step"] == 0]
+    assert at_start == [0, 1, 2, 3, 4]  # endpoints once, at step 0
+    later = [(f.info["step"], f.info["neb_image"]) for f in path if f.info["step"] > 0]
+    assert later == [(s, i) for s in range(1, first.steps + 1) for i in (1, 2, 3)]
+    np.testing.assert_array_equal(path[0].positions, start.positions)
+    np.testing.assert_array_equal(path[4].positions, end.positions)
+    assert all(f.info["charge"] == -1 for f in path)
+    assert_clean(result.frames)
+    out = tmp_path / "visited.extxyz"
+    with pytest.raises(ValueError, match="odd number"):
+        explore(sn2_model, pairs[:3], {"kind": "neb"}, out=out)
+    assert not out.exists()
+
+
+def test_structures_the_model_cannot_handle_are_reported_and_skipped(sn2_model, sn2_frames):
+    sodium = Atoms("NaCl", positions=[[0, 0, 0], [0, 0, 2.4]])
+    squeezed = sn2_frames[1].copy()
+    squeezed.positions[1] = squeezed.positions[0] + [0.1, 0, 0]
+    starts = [sn2_frames[0], sodium, squeezed, sn2_frames[2]]
+    result = explore(sn2_model, starts, {"kind": "relax", "steps": 2})
+    good0, na, close, good3 = result.trajectories
+    assert "Na not in the model" in na.error and "closer than the minimum distance" in close.error
+    assert (na.frames, close.frames, na.max_energy_uncertainty_per_atom) == (0, 0, None)
+    assert good0.error is None and good3.error is None and good0.frames == good3.frames == 3
+    assert {f.info["start_index"] for f in result.frames} == {0, 3}
+
+
+def test_max_frames_caps_the_output(sn2_model, sn2_frames):
+    result = explore(sn2_model, sn2_frames[:4], {"kind": "evaluate", "max_frames": 2})
+    assert len(result.frames) == 2 and result.summary()["frames"] == 2
+    assert [t.truncated for t in result.trajectories] == [False, False, True, True]
+    result = explore(sn2_model, sn2_frames[:2], {"kind": "relax", "steps": 10, "max_frames": 3})
+    assert len(result.frames) == 3 and [t.truncated for t in result.trajectories] == [True, True]
+    assert result.trajectories[1].frames == 0
+
+
+def test_progressive_output_survives_a_kill(sn2_model, sn2_frames, tmp_path):
+    out, summary = tmp_path / "visited.extxyz", tmp_path / "summary.json"
+    explore(sn2_model, sn2_frames[:3], {"kind": "evaluate"}, out=out, summary=summary)
+    assert json.loads(summary.read_text())["complete"] is True
+    text = out.read_text()
+    cut = tmp_path / "cut.extxyz"
+    cut.write_text(text[: len(text) - 40])  # killed while writing the last frame
+    assert len(read_visited(cut)) == 2
+    cut.write_text("")
+    assert read_visited(cut) == []
+
+
+def test_an_error_during_a_trajectory_keeps_its_frames_and_spares_the_others(sn2_model, sn2_frames, monkeypatch):
+    from aiida_lmlp.potential import StructureError
+
+    evaluate, calls = sn2_model.evaluate, []
+
+    def fail_on_the_fifth_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise StructureError("#0", "atoms 0 (C) and 1 (Cl) are 0.2 Å apart")
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(sn2_model, "evaluate", fail_on_the_fifth_call)
+    result = explore(sn2_model, sn2_frames[:2], {"kind": "relax", "steps": 6, "sample_every": 5})
+    broken, fine = result.trajectories
+    assert "0.2 Å apart" in broken.error and broken.steps == 3
+    assert [(f.info["start_index"], f.info["step"]) for f in result.frames] == [(0, 0), (0, 3), (1, 0), (1, 5), (1, 6)]
+    assert broken.frames == 2 and fine.error is None and fine.frames == 3
