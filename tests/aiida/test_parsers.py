@@ -1,0 +1,58 @@
+"""Parsers on recorded outputs of real runs: every failure mode gives its documented exit code.
+
+The recorded folders were made by real runs of the executables:
+``tests/data/train_outputs/record.py`` and ``tests/data/pyscf_outputs/record.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiida import orm
+
+from aiida_lmlp.calculations import LmlpTrainCalculation
+
+from .calcjob_nodes import calc_job_node, parse
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _train_node(localhost, sn2_dataset, case: str, **parameters):
+    folder = DATA / "train_outputs" / case
+    recorded = json.loads((folder / "parameters.json").read_text())
+    inputs = {"datasets": {"a": sn2_dataset}, "parameters": orm.Dict({**recorded, **parameters})}
+    return calc_job_node("lmlp.train", localhost, folder, inputs)
+
+
+def test_train_complete(localhost, sn2_dataset):
+    results, status, _ = parse("lmlp.train", _train_node(localhost, sn2_dataset, "complete"))
+    assert status == 0
+    assert results["potential"].base.attributes.get("epochs") == 2
+    np.testing.assert_array_equal(results["metrics"].get_array("epoch"), [1, 2])
+    assert results["output_parameters"]["data_report"] == {
+        "used": 8,
+        "total": 8,
+        "skipped": "none",
+        "duplicates": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "parameters", "exit_code", "message"),
+    [
+        ("complete", {"epochs": 5}, "ERROR_TRAINING_INCOMPLETE", "epoch 2 of 5"),
+        ("refused", {}, "ERROR_INVALID_INPUT", "'q' = -1.0: must be positive"),
+        ("no_usable_data", {}, "ERROR_NO_USABLE_DATA", "0 of 8 conformations used; skipped: 8 force above"),
+        ("corrupt", {}, "ERROR_CORRUPT_MODEL", "truncated"),
+        ("crashed", {}, "ERROR_MISSING_MODEL", "no model file"),
+    ],
+)
+def test_train_failure_modes(localhost, sn2_dataset, case, parameters, exit_code, message):
+    results, status, text = parse("lmlp.train", _train_node(localhost, sn2_dataset, case, **parameters))
+    assert status == LmlpTrainCalculation.exit_codes[exit_code].status
+    assert message in text
+    # a run cut off at its wall time still hands over its last checkpoint, to continue from
+    assert ("potential" in results) == (exit_code == "ERROR_TRAINING_INCOMPLETE")
