@@ -233,6 +233,10 @@ from aiida_lmlp.cli.explore import explore as _explore_command  # noqa: E402
 
 main.add_command(_explore_command)
 
+from aiida_lmlp.cli.label_pyscf import label_pyscf as _label_pyscf_command  # noqa: E402
+
+main.add_command(_label_pyscf_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

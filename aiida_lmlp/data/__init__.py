@@ -4,7 +4,14 @@ Imports neither torch nor pyscf: these classes are loaded by the AiiDA daemon.
 """
 
 from .conformation_arrays import ConformationArrays, DatasetError
-from .dataset import LmlpDatasetData, merge_datasets
+from .dataset import LmlpDatasetData, merge_datasets, select_conformations
 from .potential import LmlpPotentialData
 
-__all__ = ["ConformationArrays", "DatasetError", "LmlpDatasetData", "LmlpPotentialData", "merge_datasets"]
+__all__ = [
+    "ConformationArrays",
+    "DatasetError",
+    "LmlpDatasetData",
+    "LmlpPotentialData",
+    "merge_datasets",
+    "select_conformations",
+]

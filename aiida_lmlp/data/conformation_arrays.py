@@ -19,6 +19,7 @@ array                 shape        meaning
 ``ids``               (S,)         content-hash id of each conformation (32 hex characters)
 ``predicted_*``,      (S,)/(A, 3)  optional predictions of an lMLP ensemble: ``predicted_energy``,
 ``*_uncertainty``                  ``predicted_forces``, ``energy_uncertainty``, ``forces_uncertainty``
+``fingerprint``       (S, F)       optional descriptor fingerprint of each conformation (``lmlp explore``)
 ``info.<key>``        (S,)         optional scalar metadata present on every conformation
 ===================== ============ ==============================================================
 
@@ -37,7 +38,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from aiida_lmlp.potential.labels import conformation_id, reference_label
 
-__all__ = ["PER_ATOM_ARRAYS", "PREDICTION_KEYS", "ConformationArrays", "DatasetError"]
+__all__ = ["FINGERPRINT_KEY", "PER_ATOM_ARRAYS", "PREDICTION_KEYS", "ConformationArrays", "DatasetError"]
 
 # extxyz keys written by ``lmlp explore`` and the arrays they become
 PREDICTION_KEYS = {
@@ -49,7 +50,8 @@ PREDICTION_KEYS = {
 _PER_ATOM_PREDICTIONS = {"predicted_forces", "forces_uncertainty"}
 PER_ATOM_ARRAYS = {"numbers", "positions", "forces", *_PER_ATOM_PREDICTIONS}
 # info keys with a meaning of their own, not copied as ``info.<key>``
-_RESERVED_INFO = {"energy", "free_energy", "stress", "charge", "multiplicity", *PREDICTION_KEYS}
+FINGERPRINT_KEY = "lmlp_fingerprint"  # info key of the (F,) descriptor fingerprint written by ``lmlp explore``
+_RESERVED_INFO = {"energy", "free_energy", "stress", "charge", "multiplicity", FINGERPRINT_KEY, *PREDICTION_KEYS}
 
 
 class DatasetError(ValueError):
@@ -139,6 +141,12 @@ class ConformationArrays:
             values = [a.arrays.get(key) if per_atom else a.info.get(key) for a in frames]
             if n and all(v is not None for v in values):
                 out[name] = np.concatenate(values).astype(np.float64) if per_atom else np.array(values, np.float64)
+        fingerprints = [a.info.get(FINGERPRINT_KEY) for a in frames]
+        if n and all(f is not None for f in fingerprints):
+            shapes = {np.shape(f) for f in fingerprints}
+            if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+                raise DatasetError(f"{source}: {FINGERPRINT_KEY} must be a vector of one length on every conformation")
+            out["fingerprint"] = np.array(fingerprints, dtype=np.float64)
         out.update(cls._info_columns(frames))
         return cls(out)
 
@@ -247,6 +255,8 @@ class ConformationArrays:
             atoms.info["conformation_id"] = str(a["ids"][i])
             for key in info_keys:
                 atoms.info[key[5:]] = a[key][i].item()
+            if "fingerprint" in a:
+                atoms.info[FINGERPRINT_KEY] = a["fingerprint"][i].copy()
             for key, name in PREDICTION_KEYS.items():
                 if name in a:
                     if name in _PER_ATOM_PREDICTIONS:

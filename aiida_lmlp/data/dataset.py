@@ -19,7 +19,7 @@ from ase import Atoms
 
 from .conformation_arrays import ConformationArrays, DatasetError
 
-__all__ = ["DatasetError", "LmlpDatasetData", "merge_datasets"]
+__all__ = ["DatasetError", "LmlpDatasetData", "merge_datasets", "select_conformations"]
 
 ARCHIVE = "conformations.npz"
 
@@ -71,7 +71,9 @@ class LmlpDatasetData(orm.Data):
         return cls(ConformationArrays.from_atoms(list(frames), source=source), label_method=label_method, **kwargs)
 
     @classmethod
-    def from_extxyz(cls, path: str | os.PathLike, *, label_method: str | None = None, **kwargs):
+    def from_extxyz(
+        cls, path: str | os.PathLike, *, label_method: str | None = None, source: str | None = None, **kwargs
+    ):
         """Read every frame of an extended-XYZ file; ``label_method`` defaults to the frames' ``method``."""
         from ase.io import read
 
@@ -83,7 +85,7 @@ class LmlpDatasetData(orm.Data):
         if label_method is None:
             methods = sorted({str(a.info["method"]) for a in frames if "method" in a.info})
             label_method = "; ".join(methods)
-        return cls.from_atoms(frames, label_method=label_method, source=str(path), **kwargs)
+        return cls.from_atoms(frames, label_method=label_method, source=source or str(path), **kwargs)
 
     @classmethod
     def from_structures(cls, structures: Sequence[orm.StructureData], **kwargs):
@@ -275,3 +277,9 @@ def merge_datasets(**datasets: LmlpDatasetData) -> LmlpDatasetData:
     _, first = np.unique(merged.arrays["ids"], return_index=True)
     merged = merged.subset(np.sort(first))
     return LmlpDatasetData(merged, label_method="; ".join(methods))
+
+
+@calcfunction
+def select_conformations(dataset: LmlpDatasetData, indices: orm.List) -> LmlpDatasetData:
+    """The conformations of ``dataset`` at ``indices`` (in that order), as a new dataset with provenance."""
+    return LmlpDatasetData(dataset.conformations.subset(list(indices.get_list())), label_method=dataset.label_method)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from aiida import orm
 
-from aiida_lmlp.calculations import LmlpTrainCalculation
+from aiida_lmlp.calculations import LmlpTrainCalculation, PyscfCalculation
 
 from .calcjob_nodes import calc_job_node, parse
 
@@ -56,3 +56,47 @@ def test_train_failure_modes(localhost, sn2_dataset, case, parameters, exit_code
     assert message in text
     # a run cut off at its wall time still hands over its last checkpoint, to continue from
     assert ("potential" in results) == (exit_code == "ERROR_TRAINING_INCOMPLETE")
+
+
+def _pyscf_node(localhost, case: str):
+    from ase.io import read
+
+    from aiida_lmlp.data import LmlpDatasetData
+
+    from ..conftest import SN2
+
+    recorded = json.loads((DATA / "pyscf_outputs" / "cases.json").read_text())[case]
+    pool = read(SN2 / "pool_a.extxyz", ":12")
+    frames = [pool[i].copy() for i in recorded["pool_a_frames"]]
+    for position, charge in recorded["charge_overrides"].items():
+        frames[int(position)].info["charge"] = charge
+    inputs = {"structures": LmlpDatasetData.from_atoms(frames), "parameters": orm.Dict(recorded["parameters"])}
+    return calc_job_node("lmlp.pyscf", localhost, DATA / "pyscf_outputs" / case, inputs), len(frames)
+
+
+@pytest.mark.parametrize(
+    ("case", "exit_code", "labelled", "failed_statuses"),
+    [
+        ("all_converged", None, 2, []),
+        ("partly_not_converged", "ERROR_SCF_NOT_CONVERGED", 1, ["not_converged"]),
+        ("structure_error", "ERROR_STRUCTURE_FAILED", 1, ["error"]),
+        ("terminated", "ERROR_TERMINATED", 1, ["not_attempted", "not_attempted"]),
+        ("crash", "ERROR_CRASHED", 1, ["not_attempted", "not_attempted"]),
+        ("bad_parameters", "ERROR_INVALID_INPUT", 0, None),
+    ],
+)
+def test_pyscf_outputs(localhost, case, exit_code, labelled, failed_statuses):
+    node, count = _pyscf_node(localhost, case)
+    results, status, message = parse("lmlp.pyscf", node)
+    expected = 0 if exit_code is None else PyscfCalculation.exit_codes[exit_code].status
+    assert status == expected, message
+    # what converged is always kept, whatever happened to the rest of the batch
+    assert (results["labelled"].count if "labelled" in results else 0) == labelled
+    if failed_statuses is None:
+        assert "unknown parameter" in message and "failed" not in results
+        return
+    failed = results["failed"].get_list()
+    assert [entry["status"] for entry in failed] == failed_statuses
+    assert len(failed) + labelled == count
+    ids = node.inputs.structures.ids
+    assert all(entry["id"] == ids[entry["index"]] for entry in failed)

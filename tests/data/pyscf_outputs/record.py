@@ -10,7 +10,7 @@ Every case runs the real command in a scratch folder, exactly as the CalcJob doe
         --out labelled.extxyz --status status.jsonl
 
 and keeps what the run left: ``status.jsonl``, ``labelled.extxyz`` (where written), and the captured
-output as ``_scheduler-stdout.txt`` / ``_scheduler-stderr.txt``. ``cases.json`` records per case the
+output as ``lmlp.out`` / ``lmlp.err``. ``cases.json`` records per case the
 input frames (of ``shared/data/sn2/pool_a.extxyz``), the parameters and the exit status. All at
 HF/sto-3g on 6–7-atom SN2 conformations, so the files stay small.
 
@@ -53,7 +53,7 @@ COMMAND = [
     "--status",
     "status.jsonl",
 ]
-KEPT = ("status.jsonl", "labelled.extxyz", "_scheduler-stdout.txt", "_scheduler-stderr.txt")
+KEPT = ("status.jsonl", "labelled.extxyz", "lmlp.out", "lmlp.err")
 
 # case: (frames of pool_a, charge overrides per position, parameters, signal sent after the first structure)
 CASES = {
@@ -81,7 +81,7 @@ def run_case(frames, charges, parameters, signum, scratch: Path) -> int:
         structures[position].info["charge"] = charge
     write(scratch / "structures.extxyz", structures, format="extxyz")
     (scratch / "parameters.json").write_text(json.dumps(parameters, indent=1) + "\n")
-    with open(scratch / "_scheduler-stdout.txt", "w") as stdout, open(scratch / "_scheduler-stderr.txt", "w") as stderr:
+    with open(scratch / "lmlp.out", "w") as stdout, open(scratch / "lmlp.err", "w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-c", "from aiida_lmlp.cli import main; main(prog_name='lmlp')", *COMMAND],
             cwd=scratch,

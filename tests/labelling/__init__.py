@@ -1,0 +1,1 @@
+"""Tests of aiida_lmlp.labelling (DFT single points for reference labels)."""
