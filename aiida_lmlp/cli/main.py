@@ -185,8 +185,14 @@ def predict(model, structures, out):
 @click.option("--members", type=int, help="Ensemble members (new models only).")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
+@click.option(
+    "--member-block",
+    "member_block",
+    metavar="START:STOP",
+    help="With --continue-from: continue only these members (one job of an ensemble split over several).",
+)
 @click.option("--print-config", is_flag=True, help="Print the complete default configuration and exit.")
-def train(data, config_path, out, parent, references, epochs, members, seed, device, print_config):
+def train(data, config_path, out, parent, references, epochs, members, seed, device, member_block, print_config):
     """Train (or continue training) an lMLP ensemble; runs without any AiiDA profile."""
     import yaml
 
@@ -216,8 +222,19 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
         raise click.ClickException(str(error)) from None
     from aiida_lmlp.potential.training_run import run_training
 
+    block = None
+    if member_block is not None:
+        if parent is None:
+            raise click.UsageError("--member-block needs --continue-from (a new model takes members and member_offset)")
+        from aiida_lmlp.potential import Ensemble, ModelFileError
+        from aiida_lmlp.potential.member_blocks import parse_member_block
+
+        try:
+            block = parse_member_block(member_block, Ensemble.load(parent).members)
+        except (ValueError, ModelFileError) as error:
+            raise click.ClickException(str(error)) from None
     try:
-        metrics = run_training([Path(p) for p in data], config, Path(out), parent=parent)
+        metrics = run_training([Path(p) for p in data], config, Path(out), parent=parent, member_block=block)
     except (ValueError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
     if metrics:
@@ -227,6 +244,39 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
         )
     else:
         click.echo(f"wrote {out}")
+
+
+@main.command("gather")
+@click.argument("blocks", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    help="The training data (extxyz): the ensemble's test RMSEs are re-evaluated on the members' test sets.",
+)
+def gather(blocks, out, data):
+    """Join member blocks trained in several jobs into one ensemble, training state included."""
+    from aiida_lmlp.potential import Ensemble, ModelFileError
+    from aiida_lmlp.potential.member_blocks import ensemble_test_rmse
+    from aiida_lmlp.potential.trainer import gather_trained
+
+    try:
+        models = [Ensemble.load(path) for path in blocks]
+        gathered = gather_trained(models)
+    except (ModelFileError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    structures = [atoms for path in data for atoms in _read_structures(path)]
+    if structures:
+        energy, forces, count = ensemble_test_rmse(gathered, structures)
+        if count:
+            gathered.rmse_energy_per_atom, gathered.rmse_forces = energy, forces
+            click.echo(
+                f"ensemble test RMSE on {count} conformations: {1000 * energy:.2f} meV/atom, {1000 * forces:.1f} meV/Å"
+            )
+    sha = gathered.save(out)
+    click.echo(f"wrote {out}: {gathered.members} members from {len(blocks)} blocks, content sha256 {sha}")
 
 
 from aiida_lmlp.cli.explore import explore as _explore_command  # noqa: E402

@@ -10,6 +10,7 @@ from ase.io import read
 
 from .eeacsf import EeACSF
 from .ensemble import Ensemble
+from .member_blocks import split_trained
 from .trainer import Trainer
 from .training_batch import reference_label
 
@@ -50,8 +51,18 @@ def metrics_path_for(out: Path) -> Path:
     return out.with_suffix(".metrics.jsonl")
 
 
-def run_training(data: list[Path], config: dict, out: Path, parent: Path | None = None) -> dict:
-    """Train on the extxyz files ``data``; returns the last metrics."""
+def run_training(
+    data: list[Path],
+    config: dict,
+    out: Path,
+    parent: Path | None = None,
+    member_block: tuple[int, int] | None = None,
+) -> dict:
+    """Train on the extxyz files ``data``; returns the last metrics.
+
+    ``member_block = (start, stop)`` continues only members ``start:stop`` of ``parent``
+    (one job of an ensemble spread over several; :func:`.trainer.gather_trained` joins them).
+    """
     structures = []
     for path in data:
         try:
@@ -62,6 +73,9 @@ def run_training(data: list[Path], config: dict, out: Path, parent: Path | None 
     dtype = getattr(torch, config["dtype"])
     if parent is not None:
         model = Ensemble.load(parent, device=device).to(dtype)
+        if member_block is not None:
+            model = split_trained(model, *member_block)
+            config = {**config, "members": model.members, "member_offset": model.networks.member_offset}
     else:
         elements = sorted({s for atoms in structures for s in atoms.get_chemical_symbols()})
         references = config["reference_energies"] or fit_reference_energies(structures, elements)
