@@ -6,7 +6,8 @@ input files and reads output files; the work happens in the executables.
 """
 
 from .explore import LmlpExploreCalculation
+from .gather import LmlpGatherCalculation
 from .pyscf import PyscfCalculation
 from .train import LmlpTrainCalculation
 
-__all__ = ["LmlpExploreCalculation", "LmlpTrainCalculation", "PyscfCalculation"]
+__all__ = ["LmlpExploreCalculation", "LmlpGatherCalculation", "LmlpTrainCalculation", "PyscfCalculation"]

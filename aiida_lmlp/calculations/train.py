@@ -39,6 +39,14 @@ def _validate_inputs(inputs: dict, _) -> str | None:
     """Elements of the data must have networks in the parent potential."""
     parent = inputs.get("parent_potential")
     datasets = inputs.get("datasets") or {}
+    block = inputs.get("member_block")
+    if block is not None:
+        if parent is None:
+            return "member_block needs a parent_potential (a new model takes members and member_offset parameters)"
+        start, stop = (block.get_list() + [None, None])[:2]
+        members = parent.base.attributes.get("members")
+        if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= members):
+            return f"member_block {block.get_list()} is not [start, stop] within the parent's {members} members"
     if parent is None:
         return None
     missing = {e: key for key, node in sorted(datasets.items()) for e in node.elements if e not in parent.elements}
@@ -89,6 +97,12 @@ class LmlpTrainCalculation(LmlpCalcJob):
             validator=_validate_parameters,
             help="Overrides of the `lmlp train --print-config` configuration (epochs, members, seed, device, ...).",
         )
+        spec.input(
+            "member_block",
+            valid_type=orm.List,
+            required=False,
+            help="[start, stop]: continue only these members of the parent (one job of a split ensemble).",
+        )
         spec.inputs.validator = _validate_inputs
         spec.inputs["metadata"]["options"]["parser_name"].default = "lmlp.train"
         spec.output("potential", valid_type=LmlpPotentialData, help="The trained model version.")
@@ -129,6 +143,9 @@ class LmlpTrainCalculation(LmlpCalcJob):
             parent = self.inputs.parent_potential
             calcinfo.local_copy_list.append((parent.uuid, parent.filename, self.PARENT))
             arguments += ["--continue-from", self.PARENT]
+            if "member_block" in self.inputs:
+                start, stop = self.inputs.member_block.get_list()
+                arguments += ["--member-block", f"{start}:{stop}"]
         codeinfo = CodeInfo()
         codeinfo.code_uuid = self.inputs.code.uuid
         codeinfo.cmdline_params = arguments
