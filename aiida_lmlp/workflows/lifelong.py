@@ -1,0 +1,392 @@
+"""``lmlp.lifelong``: the lifelong active-learning campaign.
+
+1. setup: an initial dataset (labelled), or initial structures that are labelled first;
+2. train the first version (or start from a given one);
+3. loop: explore with the current version → screen the visited conformations (uncertainty
+   window in multiples of the test RMSE, minimum distance, farthest-point sampling, at most
+   ``max_per_iteration`` and never beyond the DFT budget) → label them → continue training the
+   same model with the new conformations added to its data stream (weights, CoRe and selection
+   state carry over; never from scratch) → register the new version;
+4. stop when the fraction of uncertain conformations stays below ``convergence_fraction`` for
+   ``convergence_patience`` iterations, or when ``max_iterations`` or ``dft_budget`` runs out;
+   the output ``stop_reason`` says which.
+
+A labelling failure never ends the campaign: dropped structures are recorded, and an iteration
+whose labelling produced nothing trains nothing and goes on exploring.
+"""
+
+from __future__ import annotations
+
+from aiida import orm
+from aiida.engine import ToContext, WorkChain, if_, while_
+
+from aiida_lmlp.calculations.explore import LmlpExploreCalculation
+from aiida_lmlp.data.dataset import LmlpDatasetData
+from aiida_lmlp.data.potential import LmlpPotentialData
+from aiida_lmlp.registry import register_version
+
+from .label import LabelWorkChain
+from .screening import screen_candidates
+from .train_ensemble import TrainEnsembleWorkChain
+
+__all__ = ["LifelongWorkChain"]
+
+
+def _validate_selection(value: orm.Dict | None, _) -> str | None:
+    if value is None:
+        return None
+    from .candidates import SelectionSettings, SelectionSettingsError
+
+    try:
+        SelectionSettings.from_dict(value.get_dict())
+    except SelectionSettingsError as error:
+        return f"selection: {error}"
+    return None
+
+
+def _positive(name: str):
+    def validate(value, _):
+        if value is not None and value.value <= 0:
+            return f"{name} must be positive, got {value.value}"
+        return None
+
+    return validate
+
+
+def _validate_fraction(value: orm.Float | None, _) -> str | None:
+    if value is not None and not 0 <= value.value <= 1:
+        return f"convergence_fraction must be between 0 and 1, got {value.value}"
+    return None
+
+
+def _validate_inputs(inputs: dict, _) -> str | None:
+    structures = inputs.get("structures")
+    parent = inputs.get("parent_potential")
+    if structures is not None and structures.count == 0:
+        return "structures: the initial dataset is empty"
+    if structures is not None and structures.base.attributes.get("labelled_count") < structures.count:
+        if "label" not in inputs or "pyscf" not in inputs["label"] or "code" not in inputs["label"]["pyscf"]:
+            return "structures are unlabelled: give label.pyscf.code to label them first"
+    if parent is None and "train" not in inputs:
+        return "give train (the training settings) or a parent_potential"
+    return None
+
+
+class LifelongWorkChain(WorkChain):
+    """Label, train, explore, screen and learn in a loop; every version is registered."""
+
+    @classmethod
+    def define(cls, spec):
+        """Inputs, outline, outputs and exit codes."""
+        super().define(spec)
+        spec.input("structures", valid_type=LmlpDatasetData, help="Initial data (labelled, or labelled first).")
+        spec.input(
+            "explore_structures",
+            valid_type=LmlpDatasetData,
+            required=False,
+            help="Starting structures of every exploration (default: the initial structures).",
+        )
+        spec.input("parent_potential", valid_type=LmlpPotentialData, required=False, help="Start from this version.")
+        spec.expose_inputs(
+            LabelWorkChain,
+            namespace="label",
+            exclude=("structures",),
+            namespace_options={"required": False, "populate_defaults": False},
+        )
+        spec.expose_inputs(
+            TrainEnsembleWorkChain,
+            namespace="train",
+            exclude=("datasets", "parent_potential"),
+            namespace_options={"required": False, "populate_defaults": False},
+        )
+        spec.input(
+            "continue_parameters",
+            valid_type=orm.Dict,
+            required=False,
+            help="`lmlp train` overrides when continuing training (default: train.parameters).",
+        )
+        spec.expose_inputs(LmlpExploreCalculation, namespace="explore", exclude=("potential", "structures"))
+        spec.input("selection", valid_type=orm.Dict, required=False, validator=_validate_selection)
+        spec.input(
+            "max_iterations", valid_type=orm.Int, default=lambda: orm.Int(5), validator=_positive("max_iterations")
+        )
+        spec.input("dft_budget", valid_type=orm.Int, default=lambda: orm.Int(1000), validator=_positive("dft_budget"))
+        spec.input(
+            "convergence_fraction",
+            valid_type=orm.Float,
+            default=lambda: orm.Float(0.05),
+            validator=_validate_fraction,
+            help="Converged when the fraction of uncertain visited conformations stays below this ...",
+        )
+        spec.input(
+            "convergence_patience",
+            valid_type=orm.Int,
+            default=lambda: orm.Int(2),
+            validator=_positive("convergence_patience"),
+            help="... for this many consecutive iterations.",
+        )
+        spec.input("campaign", valid_type=orm.Str, required=False, help="Registry name (default: lifelong-<pk>).")
+        spec.inputs.validator = _validate_inputs
+        spec.outline(
+            cls.setup,
+            if_(cls.needs_initial_labels)(cls.label_initial, cls.inspect_initial_labels),
+            if_(cls.needs_first_version)(cls.train_first, cls.register),
+            while_(cls.should_continue)(
+                cls.explore,
+                cls.screen,
+                if_(cls.has_candidates)(
+                    cls.label,
+                    cls.inspect_labels,
+                    if_(cls.has_new_data)(cls.train_next, cls.register),
+                ),
+                cls.check_convergence,
+            ),
+            cls.results,
+        )
+        spec.output("potential", valid_type=LmlpPotentialData, help="The latest version.")
+        spec.output_namespace("versions", valid_type=LmlpPotentialData, dynamic=True, help="Every version, v000 ...")
+        spec.output_namespace("labelled", valid_type=LmlpDatasetData, dynamic=True, help="Every labelled dataset.")
+        spec.output("dropped", valid_type=orm.List, required=False, help="Structures no DFT run could label.")
+        spec.output("report", valid_type=orm.Dict, help="Per iteration: screening counts, labelled, dropped, RMSEs.")
+        spec.output("stop_reason", valid_type=orm.Str, help="converged | max_iterations | dft_budget")
+        spec.exit_code(401, "ERROR_INITIAL_LABELLING_FAILED", message="No initial structure could be labelled.")
+        spec.exit_code(402, "ERROR_TRAINING_FAILED", message="Training version {version} failed: {message}")
+
+    # -- set-up -------------------------------------------------------------------------------------
+
+    def setup(self):
+        """Counters, the registry name and the data so far."""
+        self.ctx.campaign = self.inputs.campaign.value if "campaign" in self.inputs else f"lifelong-{self.node.pk}"
+        self.ctx.iteration = 0
+        self.ctx.version = -1
+        self.ctx.potential = self.inputs.parent_potential.pk if "parent_potential" in self.inputs else None
+        self.ctx.labelled = []  # pks of labelled datasets, the data stream of the campaign
+        self.ctx.dft_used = 0
+        self.ctx.quiet = 0  # consecutive iterations below the convergence fraction
+        self.ctx.stop_reason = None
+        self.ctx.iterations = []
+        self.ctx.dropped = []
+        self.ctx.selected = []  # pks of the conformations chosen so far (their fingerprints steer the next picks)
+        structures = self.inputs.structures
+        if structures.base.attributes.get("labelled_count") == structures.count:
+            self.ctx.labelled.append(structures.pk)
+        if self.ctx.potential is not None:
+            self.ctx.version = 0
+            self._register(self.inputs.parent_potential, parent=None)
+        self.report(f"campaign {self.ctx.campaign}: {structures.count} initial structures")
+
+    def needs_initial_labels(self):
+        """True when the initial structures carry no labels."""
+        return not self.ctx.labelled
+
+    def _label_inputs(self, structures: LmlpDatasetData, link: str) -> dict:
+        inputs = self.exposed_inputs(LabelWorkChain, "label")
+        inputs["structures"] = structures
+        inputs.setdefault("metadata", {})["call_link_label"] = link
+        return inputs
+
+    def label_initial(self):
+        """Label the initial structures (counts against the DFT budget)."""
+        self.ctx.dft_used += self.inputs.structures.count
+        return ToContext(
+            initial=self.submit(LabelWorkChain, **self._label_inputs(self.inputs.structures, "label_initial"))
+        )
+
+    def inspect_initial_labels(self):
+        """Keep what was labelled; nothing labelled ends the campaign before it starts."""
+        node = self.ctx.initial
+        if "dropped" in node.outputs:
+            self.ctx.dropped.extend(node.outputs.dropped.get_list())
+        if "labelled" not in node.outputs:
+            return self.exit_codes.ERROR_INITIAL_LABELLING_FAILED
+        self.ctx.labelled.append(node.outputs.labelled.pk)
+        return None
+
+    def needs_first_version(self):
+        """True unless a parent version was given."""
+        return self.ctx.potential is None
+
+    def _datasets(self) -> dict:
+        return {f"d{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.labelled)}
+
+    def train_first(self):
+        """Train version 0 on the initial data."""
+        inputs = self.exposed_inputs(TrainEnsembleWorkChain, "train")
+        inputs["datasets"] = self._datasets()
+        inputs.setdefault("metadata", {})["call_link_label"] = "train_v000"
+        return ToContext(training=self.submit(TrainEnsembleWorkChain, **inputs))
+
+    def train_next(self):
+        """Continue training the current version with the new conformations in its data stream."""
+        inputs = self.exposed_inputs(TrainEnsembleWorkChain, "train")
+        inputs["datasets"] = self._datasets()
+        inputs["parent_potential"] = orm.load_node(self.ctx.potential)
+        if "continue_parameters" in self.inputs:
+            inputs["parameters"] = self.inputs.continue_parameters
+        inputs.setdefault("metadata", {})["call_link_label"] = f"train_v{self.ctx.version + 1:03d}"
+        return ToContext(training=self.submit(TrainEnsembleWorkChain, **inputs))
+
+    def _register(self, potential: LmlpPotentialData, parent: LmlpPotentialData | None) -> None:
+        size = len({i for pk in self.ctx.labelled for i in orm.load_node(pk).ids})
+        register_version(
+            potential,
+            self.ctx.campaign,
+            version=self.ctx.version,
+            parent=parent,
+            iteration=self.ctx.iteration,
+            dataset_size=size,
+        )
+        self.out(f"versions.v{self.ctx.version:03d}", potential)
+
+    def register(self):
+        """Record the new version in the campaign's group, with its parent."""
+        node = self.ctx.training
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_TRAINING_FAILED.format(
+                version=self.ctx.version + 1, message=node.exit_message or str(node.exit_status)
+            )
+        parent = orm.load_node(self.ctx.potential) if self.ctx.potential is not None else None
+        self.ctx.version += 1
+        potential = node.outputs.potential
+        self._register(potential, parent)
+        self.ctx.potential = potential.pk
+        a = potential.base.attributes
+        self.report(
+            f"version {self.ctx.version}: test RMSE {1000 * a.get('rmse_energy_per_atom'):.2f} meV/atom, "
+            f"{1000 * a.get('rmse_forces'):.1f} meV/Å"
+        )
+        return None
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def should_continue(self):
+        """Explore again unless converged, out of iterations or out of DFT budget."""
+        if self.ctx.stop_reason:
+            return False
+        if self.ctx.iteration >= self.inputs.max_iterations.value:
+            self.ctx.stop_reason = "max_iterations"
+        elif self.ctx.dft_used >= self.inputs.dft_budget.value:
+            self.ctx.stop_reason = "dft_budget"
+        return self.ctx.stop_reason is None
+
+    def explore(self):
+        """Explore from the starting structures with the current version (a new MD seed every iteration)."""
+        self.ctx.iteration += 1
+        self.ctx.record = {"iteration": self.ctx.iteration, "version": self.ctx.version}
+        inputs = self.exposed_inputs(LmlpExploreCalculation, "explore")
+        inputs["potential"] = orm.load_node(self.ctx.potential)
+        inputs["structures"] = self.inputs.get("explore_structures", self.inputs.structures)
+        protocol = inputs["protocol"].get_dict() if "protocol" in inputs else {}
+        if protocol.get("kind", "md") == "md":
+            protocol["seed"] = int(protocol.get("seed", 0)) + self.ctx.iteration
+            inputs["protocol"] = orm.Dict(protocol)
+        inputs.setdefault("metadata", {})["call_link_label"] = f"explore_{self.ctx.iteration:03d}"
+        return ToContext(exploration=self.submit(LmlpExploreCalculation, **inputs))
+
+    def screen(self):
+        """Choose what to label; a failed exploration leaves nothing to choose this iteration."""
+        node = self.ctx.exploration
+        self.ctx.candidates = None
+        if "visited" not in node.outputs:
+            self.report(f"exploration {node.process_label}<{node.pk}> gave nothing ({node.exit_message}); going on")
+            self.ctx.record["explore_failed"] = node.exit_message or str(node.exit_status)
+            self.ctx.record["fraction_uncertain"] = None
+            return
+        settings = self.inputs.selection if "selection" in self.inputs else orm.Dict({})
+        budget = orm.Int(max(self.inputs.dft_budget.value - self.ctx.dft_used, 0))
+        previous = {f"s{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.selected)}
+        result = screen_candidates(
+            node.outputs.visited,
+            orm.load_node(self.ctx.potential),
+            settings,
+            budget,
+            **previous,
+            metadata={"call_link_label": f"screen_{self.ctx.iteration:03d}"},
+        )
+        report = result["report"].get_dict()
+        self.ctx.record.update(
+            {
+                k: report[k]
+                for k in ("visited", "known", "uncertain", "unphysical", "too_close", "selected", "fraction_uncertain")
+            }
+        )
+        if "selected" in result:
+            self.ctx.candidates = result["selected"].pk
+            self.ctx.selected.append(result["selected"].pk)
+        self.report(
+            f"iteration {self.ctx.iteration}: {report['visited']} visited, {report['uncertain']} uncertain "
+            f"({report['fraction_uncertain']:.1%}), {report['unphysical']} unphysical, {report['selected']} selected"
+        )
+
+    def has_candidates(self):
+        """True when the screening chose anything."""
+        return self.ctx.candidates is not None
+
+    def label(self):
+        """Label the chosen conformations (counted against the budget when submitted)."""
+        candidates = orm.load_node(self.ctx.candidates)
+        self.ctx.dft_used += candidates.count
+        inputs = self._label_inputs(candidates, f"label_{self.ctx.iteration:03d}")
+        return ToContext(labelling=self.submit(LabelWorkChain, **inputs))
+
+    def inspect_labels(self):
+        """Add what was labelled to the data stream; record what was dropped; never fail here."""
+        node = self.ctx.labelling
+        self.ctx.new_data = False
+        if "dropped" in node.outputs:
+            dropped = node.outputs.dropped.get_list()
+            self.ctx.dropped.extend({**d, "iteration": self.ctx.iteration} for d in dropped)
+            self.ctx.record["dropped"] = len(dropped)
+        if "labelled" in node.outputs:
+            self.ctx.labelled.append(node.outputs.labelled.pk)
+            self.ctx.record["labelled"] = node.outputs.labelled.count
+            self.ctx.new_data = True
+        else:
+            self.report(f"labelling {node.process_label}<{node.pk}> gave no data ({node.exit_message}); going on")
+            self.ctx.record["labelled"] = 0
+
+    def has_new_data(self):
+        """True when this iteration labelled anything."""
+        return self.ctx.new_data
+
+    def check_convergence(self):
+        """Converged after ``convergence_patience`` quiet iterations in a row."""
+        fraction = self.ctx.record.get("fraction_uncertain")
+        if fraction is not None and fraction < self.inputs.convergence_fraction.value:
+            self.ctx.quiet += 1
+        elif fraction is not None:
+            self.ctx.quiet = 0
+        potential = orm.load_node(self.ctx.potential)
+        self.ctx.record.update(
+            {
+                "version_after": self.ctx.version,
+                "rmse_energy_per_atom": potential.base.attributes.get("rmse_energy_per_atom"),
+                "rmse_forces": potential.base.attributes.get("rmse_forces"),
+                "dft_used": self.ctx.dft_used,
+            }
+        )
+        self.ctx.iterations.append(self.ctx.record)
+        if self.ctx.quiet >= self.inputs.convergence_patience.value:
+            self.ctx.stop_reason = "converged"
+
+    # -- results ------------------------------------------------------------------------------------
+
+    def results(self):
+        """The latest version, every labelled dataset, the report and why the campaign stopped."""
+        self.out("potential", orm.load_node(self.ctx.potential))
+        for i, pk in enumerate(self.ctx.labelled):
+            self.out(f"labelled.d{i:03d}", orm.load_node(pk))
+        if self.ctx.dropped:
+            self.out("dropped", orm.List(self.ctx.dropped).store())
+        report = {
+            "campaign": self.ctx.campaign,
+            "iterations": self.ctx.iterations,
+            "versions": self.ctx.version + 1,
+            "dft_used": self.ctx.dft_used,
+            "stop_reason": self.ctx.stop_reason,
+        }
+        self.out("report", orm.Dict(report).store())
+        self.out("stop_reason", orm.Str(self.ctx.stop_reason).store())
+        self.report(
+            f"campaign {self.ctx.campaign} stopped: {self.ctx.stop_reason} after {self.ctx.iteration} iterations"
+        )
