@@ -1,14 +1,17 @@
 """lMLP training: stacked ensemble members, CoRe, lifelong adaptive data selection, resumable state.
 
+Optimisers: CoRe (the paper's), the torch baselines Adam, RPROP and SGD, and the extended
+Kalman filter (:mod:`.kalman`), which updates each member conformation by conformation.
+
 Every member has its own train/test split, subsample per epoch and selection state; the
 members' weights are stacked and trained in one pass (each member's loss only involves its own
 weights and its own conformations, so this equals training them one by one). The descriptor
 Jacobians of all conformations are prepared once.
 
-The complete state — weights, CoRe state per weight, selection state per conformation and
-member, every random-number generator and the epoch counter — is written into the model file,
-so a killed run resumed from its last checkpoint ends with the same weights as an
-uninterrupted one.
+The complete state — weights, CoRe state per weight (or the Kalman covariance blocks and
+forgetting factors), selection state per conformation and member, every random-number
+generator and the epoch counter — is written into the model file, so a killed run resumed
+from its last checkpoint ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ase import Atoms
 
 from .adaptive_selection import AdaptiveSelection, SelectionSettings
 from .ensemble import Ensemble
+from .kalman import ExtendedKalmanFilter, covariance_bytes, kalman_parameter_blocks
 from .paper_core import PaperCoRe, core_parameter_groups
 from .training_batch import (
     PreparedBatch,
@@ -42,10 +46,10 @@ __all__ = ["DataReport", "Trainer", "conformation_id", "filter_training_data", "
 
 
 def gather_trained(models: Sequence[Ensemble]) -> Ensemble:
-    """Gather member blocks trained in several jobs, with their CoRe and selection state.
+    """Gather member blocks trained in several jobs, with their CoRe (or EKF) and selection state.
 
-    The jobs must have run the same number of epochs with CoRe (the torch baselines keep
-    per-tensor step counters that cannot be split by member).
+    The jobs must have run the same number of epochs with CoRe or all with the EKF (the torch
+    baselines keep per-tensor step counters that cannot be split by member).
     """
     models = sorted(models, key=lambda m: m.networks.member_offset)
     gathered = Ensemble.gather(models)
@@ -55,9 +59,16 @@ def gather_trained(models: Sequence[Ensemble]) -> Ensemble:
     configs = [m.training_config.get("config", {}) for m in models]
     if len({t["epoch"] for t in trainers}) != 1:
         raise ValueError(f"cannot gather jobs at different epochs: {[t['epoch'] for t in trainers]}")
-    if any(c.get("optimizer", "core") != "core" for c in configs):
-        raise ValueError("only CoRe training state can be gathered by member")
+    optimizers = {c.get("optimizer", "core") for c in configs}
+    if optimizers not in ({"core"}, {"ekf"}):
+        raise ValueError("only CoRe or extended-Kalman-filter training state can be gathered by member")
     tensors, members = {}, []
+    if optimizers == {"ekf"}:
+        keys = [sorted(k for k in m.training_state if k.startswith("ekf.")) for m in models]
+        if any(k != keys[0] for k in keys):
+            raise ValueError("cannot gather Kalman filter states with different covariance blocks")
+        for key in keys[0]:
+            tensors[key] = torch.cat([m.training_state[key] for m in models])
     n_params = len(list(gathered.networks.parameters()))
     for k in range(n_params):
         for key in ("step", "g", "h", "s", "S"):
@@ -81,12 +92,32 @@ def gather_trained(models: Sequence[Ensemble]) -> Ensemble:
     return gathered
 
 
-def make_optimizer(model: Ensemble, config: dict) -> torch.optim.Optimizer:
-    """CoRe with the paper's parameter groups, or a torch baseline (Adam, RPROP, SGD).
+def make_optimizer(model: Ensemble, config: dict) -> torch.optim.Optimizer | ExtendedKalmanFilter:
+    """CoRe with the paper's parameter groups, a torch baseline (Adam, RPROP, SGD) or the EKF.
 
-    The baselines act elementwise, so stacked members remain independent trainings.
+    The baselines act elementwise and the EKF keeps its covariance blocks per member, so
+    stacked members remain independent trainings. The EKF refuses to start when its
+    covariance blocks would need more than ``ekf.max_memory_gib``.
     """
     name = config["optimizer"]
+    if name == "ekf":
+        settings = config["ekf"]
+        blocks = kalman_parameter_blocks(model.networks, settings["decoupling"])
+        need = covariance_bytes(blocks) / 2**30
+        if need > settings["max_memory_gib"]:
+            sizes = ", ".join(f"{n}: {sum(p[0].numel() for p in b)}" for n, b in blocks.items())
+            raise ValueError(
+                f"the Kalman covariance blocks ({settings['decoupling']}-decoupled; weights per block {sizes}) "
+                f"would need {need:.3g} GiB for {model.members} member(s), more than ekf.max_memory_gib = "
+                f"{settings['max_memory_gib']}: use smaller networks, decoupling: layer, or fewer members per job"
+            )
+        return ExtendedKalmanFilter(
+            blocks,
+            p0=settings["p0"],
+            lambda_start=settings["lambda_start"],
+            lambda_0=settings["lambda_0"],
+            process_noise=settings["process_noise"],
+        )
     if name == "core":
         core = {k: tuple(v) if isinstance(v, list) else v for k, v in config["core"].items()}
         return PaperCoRe(core_parameter_groups(model.networks, frozen=core.pop("frozen")), **core)
@@ -239,6 +270,11 @@ class Trainer:
         if before != self.config["optimizer"]:
             self.log(f"optimizer changed from {before} to {self.config['optimizer']}: its state starts afresh")
             return
+        if self.config["optimizer"] == "ekf":
+            fresh = self.optimizer.load_state_dict(state)
+            if fresh:
+                self.log(f"Kalman covariance block(s) {', '.join(fresh)} not in the saved state: they start afresh")
+            return
         if self.config["optimizer"] != "core":
             self._restore_baseline(previous)
             return
@@ -286,7 +322,9 @@ class Trainer:
             for k, param in enumerate(self.model.networks.parameters()):
                 for key, value in self.optimizer.state.get(param, {}).items():
                     tensors[f"core.{k}.{key}"] = value
-        baseline_keys = self._baseline_state(tensors) if self.config["optimizer"] != "core" else []
+        if self.config["optimizer"] == "ekf":
+            tensors.update(self.optimizer.state_dict())
+        baseline_keys = self._baseline_state(tensors) if self.config["optimizer"] not in ("core", "ekf") else []
         self.model.training_state = tensors
         self.model.training_config = {
             "trainer": {"epoch": self.epoch, "members": members, "baseline_keys": baseline_keys},
@@ -310,7 +348,12 @@ class Trainer:
         return selection.choose(n_fit, self.rngs[m])
 
     def train_epoch(self) -> dict:
-        """Choose every member's subsample, one CoRe step on the loss of Eq. 10, update the selection."""
+        """Choose every member's subsample, optimise, update the selection.
+
+        CoRe and the torch baselines take one step on the loss of Eq. 10 of the subsample; the
+        EKF updates on every conformation of it in turn (:meth:`_kalman_epoch`). The reported
+        loss and the selection's loss contributions are those before the epoch's update(s).
+        """
         members = self.model.members
         position = {i: k for k, i in enumerate(self.ids)}
         chosen = [self._choose(m) for m in range(members)]
@@ -325,12 +368,18 @@ class Trainer:
         for m in range(members):
             mask[m, [where[s] for s in structures_of[m].tolist()]] = True
         sub = select_structures(self.batch, torch.as_tensor(union, device=self.model.device))
-        self.optimizer.zero_grad()
-        energies, forces = predict_batch(self.model, sub)
         mask = mask.to(self.model.device)
-        losses = masked_loss_eq10(energies, forces, sub, mask, self.config["q"])
-        losses.sum().backward()
-        self.optimizer.step()
+        if self.config["optimizer"] == "ekf":
+            energies, forces = predict_batch(self.model, sub)
+            energies, forces = energies.detach(), forces.detach()
+            losses = masked_loss_eq10(energies, forces, sub, mask, self.config["q"])
+            self._kalman_epoch(structures_of)
+        else:
+            self.optimizer.zero_grad()
+            energies, forces = predict_batch(self.model, sub)
+            losses = masked_loss_eq10(energies, forces, sub, mask, self.config["q"])
+            losses.sum().backward()
+            self.optimizer.step()
         contributions = conformation_losses(energies.detach(), forces.detach(), sub, self.config["q"]).cpu().numpy()
         for m in range(members):
             if self.config["selection"] == "adaptive" and len(chosen[m]):
@@ -338,6 +387,76 @@ class Trainer:
                 self.selections[m].update(chosen[m], contributions[m, columns], float(losses[m].detach()))
         self.epoch += 1
         return {"epoch": self.epoch, "loss": losses.detach().cpu().tolist(), "fitted": [len(c) for c in chosen]}
+
+    # -- the extended Kalman filter -------------------------------------------------------------
+
+    def _kalman_epoch(self, structures_of: list[np.ndarray]) -> None:
+        """Every member goes through its subsample in its own random order, one conformation per step.
+
+        At step j member m observes its j-th conformation: one update on the energy per atom
+        (Eq. 14), then updates on ``ekf.forces_used`` randomly chosen force components,
+        ``ekf.forces_per_update`` at a time, each after a new prediction. All members are
+        evaluated together on the union of their current conformations and updated with one
+        batched filter step; a member with nothing left to observe takes no update.
+        """
+        members = self.model.members
+        orders = [structures_of[m][self.rngs[m].permutation(len(structures_of[m]))] for m in range(members)]
+        for j in range(max(len(order) for order in orders)):
+            self._kalman_step([int(order[j]) if j < len(order) else -1 for order in orders])
+
+    def _force_count(self, n_components: int) -> int:
+        used = self.config["ekf"]["forces_used"]
+        if used == 0:
+            return 0
+        if used < 1:
+            return min(n_components, max(1, int(round(used * n_components))))
+        return min(n_components, int(used))
+
+    def _kalman_step(self, current: list[int]) -> None:
+        """The filter updates of one conformation per member (``-1``: none for this member)."""
+        ekf: ExtendedKalmanFilter = self.optimizer
+        settings = self.config["ekf"]
+        device = self.model.device
+        present = sorted({s for s in current if s >= 0})
+        where = {s: k for k, s in enumerate(present)}
+        sub = select_structures(self.batch, torch.as_tensor(present, device=device))
+        column = torch.as_tensor([where.get(s, 0) for s in current], device=device)
+        active = torch.as_tensor([s >= 0 for s in current], device=device)
+
+        # energy per atom, Eq. 14: observation E/N (in energy_unit), its Jacobian ∂(E/N)/∂w
+        energies, _ = predict_batch(self.model, sub, forces=False)
+        per_atom = sub.n_atoms[column] * settings["energy_unit"]
+        prediction = energies.gather(1, column[:, None]) / per_atom[:, None]
+        target = (sub.energy[column] / per_atom)[:, None]
+        ekf.observe(prediction, target, active[:, None])
+
+        # force components: drawn per member from its own random stream, then k at a time
+        k = settings["forces_per_update"]
+        atoms_of = sub.n_atoms.to(torch.int64).tolist()
+        first_atom = np.concatenate([[0], np.cumsum(atoms_of)[:-1]]).astype(np.int64)
+        chosen: list[np.ndarray] = []
+        for m, s in enumerate(current):
+            if s < 0:
+                chosen.append(np.zeros(0, dtype=np.int64))
+                continue
+            n_components = 3 * atoms_of[where[s]]
+            count = self._force_count(n_components)
+            picked = self.rngs[m].choice(n_components, size=count, replace=False) if count else np.zeros(0, int)
+            chosen.append(3 * first_atom[where[s]] + np.asarray(picked, dtype=np.int64))
+        n_updates = max((len(c) + k - 1) // k for c in chosen)
+        weight = settings["length_unit"] / settings["energy_unit"]  # force components in energy_unit/length_unit
+        for u in range(n_updates):
+            index = np.zeros((len(current), k), dtype=np.int64)
+            observed = np.zeros((len(current), k), dtype=bool)
+            for m, c in enumerate(chosen):
+                group = c[u * k : (u + 1) * k]
+                index[m, : len(group)] = group
+                observed[m, : len(group)] = True
+            index_t = torch.as_tensor(index, device=device)
+            _, forces = predict_batch(self.model, sub)
+            prediction = forces.reshape(len(current), -1).gather(1, index_t)
+            target = sub.forces.reshape(-1)[index_t]
+            ekf.observe(weight * prediction, weight * target, torch.as_tensor(observed, device=device))
 
     # -- metrics ---------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ force_cap: 15.0          # conformations with a force component above this (eV/Ã
 metrics_every: 1         # evaluate RMSEs every this many epochs (and at the last epoch)
 checkpoint_every: 10     # write the model with its full training state every this many epochs
 optimizer: core          # core (CoRe, Eqs. 13-20) | adam | rprop | sgd (torch.optim; elementwise, members independent)
+                         # | ekf (extended Kalman filter, Tokita & Behler Eqs. 14-18; small networks only, see ekf)
 baseline_lr:             # learning rates of the torch baselines (the paper's section 3)
   adam: 0.001
   rprop: 0.001
@@ -45,6 +46,17 @@ core:                    # CoRe optimiser, Eqs. 13-20
   eps: 1.0e-8
   score_history: 500     # t_hist
   frozen: 0.01           # fraction of each hidden-layer group frozen by the plasticity factor
+ekf:                     # extended Kalman filter (optimizer: ekf), Tokita & Behler Box 5, Eqs. 14-18
+  decoupling: element    # element (one P per element network) | layer (one per layer of it) | global (one per member)
+  p0: 1.0                # P(0) = p0 I (the papers: unity matrix)
+  lambda_start: 0.98     # forgetting factor at the first update, lambda(0), in (0, 1]
+  lambda_0: 0.9987       # Eq. 18: lambda(k) = lambda(k-1) lambda_0 + 1 - lambda_0, in (0, 1]
+  process_noise: 0.0     # q: P <- P + q I after every update (Shao et al.'s Q; 0 in both papers)
+  forces_used: 0.1       # force components per conformation: a count (>= 1), a fraction (< 1) of its 3N, or 0
+  forces_per_update: 1   # force components per update (1: the paper's point-by-point updates)
+  energy_unit: 27.211386 # eV; the filter observes energy per atom (Eq. 14) in this unit (Hartree, as RuNNer)
+  length_unit: 0.529177  # Ã…; force components are observed in energy_unit/length_unit (Hartree/Bohr)
+  max_memory_gib: 8.0    # refuse to start when all covariance blocks (n_b^2 numbers per member) need more
 adaptive:                # lifelong adaptive data selection, Algorithms 1 and 2
   s_min: 0.1
   s_max: 100.0
@@ -95,8 +107,50 @@ def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
         raise ConfigError(f"configuration key {key!r} = {value!r}: {requirement}")
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _validate_ekf(e: dict) -> None:
+    from .kalman import DECOUPLINGS
+
+    _check(e["decoupling"] in DECOUPLINGS, "ekf.decoupling", e["decoupling"], "must be element, layer or global")
+    _check(_number(e["p0"]) and e["p0"] > 0, "ekf.p0", e["p0"], "must be positive")
+    for key in ("lambda_start", "lambda_0"):
+        _check(_number(e[key]) and 0 < e[key] <= 1, f"ekf.{key}", e[key], "must lie in (0, 1]")
+    _check(
+        _number(e["process_noise"]) and e["process_noise"] >= 0,
+        "ekf.process_noise",
+        e["process_noise"],
+        "must be >= 0",
+    )
+    used = e["forces_used"]
+    _check(
+        _number(used) and (used == 0 or 0 < used < 1 or (used >= 1 and float(used).is_integer())),
+        "ekf.forces_used",
+        used,
+        "must be 0, a fraction in (0, 1) or a whole count >= 1",
+    )
+    _check(
+        isinstance(e["forces_per_update"], int)
+        and not isinstance(e["forces_per_update"], bool)
+        and e["forces_per_update"] >= 1,
+        "ekf.forces_per_update",
+        e["forces_per_update"],
+        "must be an integer >= 1",
+    )
+    for key in ("energy_unit", "length_unit"):
+        _check(_number(e[key]) and e[key] > 0, f"ekf.{key}", e[key], "must be positive")
+    _check(
+        _number(e["max_memory_gib"]) and e["max_memory_gib"] > 0,
+        "ekf.max_memory_gib",
+        e["max_memory_gib"],
+        "must be positive",
+    )
+
+
 def validate_config(config: dict) -> None:
-    """Range checks of every top-level key (the CoRe and selection blocks check themselves)."""
+    """Range checks of every top-level key and the ekf block (the CoRe and selection blocks check themselves)."""
     c = config
     _check(isinstance(c["epochs"], int) and c["epochs"] >= 0, "epochs", c["epochs"], "must be an integer >= 0")
     _check(isinstance(c["members"], int) and c["members"] >= 1, "members", c["members"], "must be an integer >= 1")
@@ -131,11 +185,12 @@ def validate_config(config: dict) -> None:
     _check(c["fit_per_epoch"] > 0, "fit_per_epoch", c["fit_per_epoch"], "must be a positive count or fraction")
     _check(c["selection"] in ("adaptive", "random"), "selection", c["selection"], "must be adaptive or random")
     _check(
-        c["optimizer"] in ("core", "adam", "rprop", "sgd"),
+        c["optimizer"] in ("core", "adam", "rprop", "sgd", "ekf"),
         "optimizer",
         c["optimizer"],
-        "must be core, adam, rprop or sgd",
+        "must be core, adam, rprop, sgd or ekf",
     )
+    _validate_ekf(c["ekf"])
     for name, value in c["baseline_lr"].items():
         _check(value > 0, f"baseline_lr.{name}", value, "must be positive")
     _check(c["force_cap"] > 0, "force_cap", c["force_cap"], "must be positive")

@@ -1,4 +1,4 @@
-"""``lmlp.train_ensemble``: member blocks in parallel jobs, and a job killed at its wall time resumed from its checkpoint."""
+"""``lmlp.train_ensemble``: member blocks in parallel jobs; a job killed at its wall time resumes from its checkpoint."""
 
 from __future__ import annotations
 
