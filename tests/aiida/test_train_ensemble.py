@@ -1,4 +1,4 @@
-"""``lmlp.train_ensemble``: member blocks in parallel jobs; a job killed at its wall time resumes from its checkpoint."""
+"""``lmlp.train_ensemble``: member blocks in parallel; a job killed at its wall time resumes from a checkpoint."""
 
 from __future__ import annotations
 
