@@ -288,5 +288,14 @@ from aiida_lmlp.cli.label_pyscf import label_pyscf as _label_pyscf_command  # no
 main.add_command(_label_pyscf_command)
 
 
+from aiida_lmlp.cli.campaign import campaign as _campaign_group  # noqa: E402
+from aiida_lmlp.cli.campaign import models as _models_group  # noqa: E402
+from aiida_lmlp.cli.campaign import quickstart as _quickstart_command  # noqa: E402
+
+main.add_command(_campaign_group)
+main.add_command(_models_group)
+main.add_command(_quickstart_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -157,6 +157,7 @@ class LifelongWorkChain(WorkChain):
     def setup(self):
         """Counters, the registry name and the data so far."""
         self.ctx.campaign = self.inputs.campaign.value if "campaign" in self.inputs else f"lifelong-{self.node.pk}"
+        self.node.base.extras.set("lmlp_campaign", self.ctx.campaign)
         self.ctx.iteration = 0
         self.ctx.version = -1
         self.ctx.potential = self.inputs.parent_potential.pk if "parent_potential" in self.inputs else None
@@ -295,6 +296,7 @@ class LifelongWorkChain(WorkChain):
         settings = self.inputs.selection if "selection" in self.inputs else orm.Dict({})
         budget = orm.Int(max(self.inputs.dft_budget.value - self.ctx.dft_used, 0))
         previous = {f"s{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.selected)}
+        previous.update({f"l{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.labelled)})
         result = screen_candidates(
             node.outputs.visited,
             orm.load_node(self.ctx.potential),

@@ -1,0 +1,253 @@
+"""Campaign specification files (YAML): read, validate completely, turn into ``lmlp.lifelong`` inputs.
+
+Everything is checked before anything is stored or submitted: unknown keys (named by their
+path, e.g. ``stop.dft_budgt``), negative budgets, thresholds in the wrong order, bad training,
+labelling or exploration settings, missing files and codes that do not exist in the profile.
+See ``workflows/*.yaml`` for annotated examples. Torch-free: runs on a login node.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["CampaignSpec", "SpecError", "load_spec"]
+
+SECTIONS = {
+    "campaign": None,
+    "description": None,
+    "codes": {"lmlp", "train", "explore", "label"},
+    "structures": None,
+    "explore_structures": None,
+    "label": {"parameters", "max_attempts", "options"},
+    "train": {"parameters", "continue_parameters", "members_per_job", "max_restarts", "options"},
+    "explore": {"protocol", "options"},
+    "selection": None,  # validated by SelectionSettings
+    "stop": {"max_iterations", "dft_budget", "convergence_fraction", "convergence_patience"},
+}
+STOP_DEFAULTS = {"max_iterations": 5, "dft_budget": 1000, "convergence_fraction": 0.05, "convergence_patience": 2}
+OPTION_KEYS = {
+    "resources",
+    "max_wallclock_seconds",
+    "queue_name",
+    "account",
+    "qos",
+    "custom_scheduler_commands",
+    "prepend_text",
+    "append_text",
+    "max_memory_kb",
+    "withmpi",
+}
+
+
+class SpecError(ValueError):
+    """A campaign specification is invalid; the message names the file and the key path."""
+
+
+@dataclass
+class CampaignSpec:
+    """A validated campaign specification."""
+
+    path: Path
+    name: str
+    codes: dict[str, str]
+    structures: Path
+    explore_structures: Path | None
+    label: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    explore: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
+    stop: dict = field(default_factory=dict)
+
+    # -- into AiiDA ---------------------------------------------------------------------------------
+
+    def load_codes(self) -> dict:
+        """The AiiDA codes of the three steps (refuses a code the profile does not have)."""
+        from aiida import orm
+        from aiida.common.exceptions import MultipleObjectsError, NotExistent
+
+        codes = {}
+        for step in ("train", "explore", "label"):
+            label = self.codes.get(step) or self.codes.get("lmlp")
+            try:
+                codes[step] = orm.load_code(label)
+            except (NotExistent, MultipleObjectsError) as error:
+                raise SpecError(f"{self.path}: codes.{step}: code {label!r} cannot be loaded: {error}") from None
+        return codes
+
+    def build_inputs(self, campaign: str | None = None) -> dict:
+        """The inputs of an ``lmlp.lifelong`` run (stores the initial datasets)."""
+        from aiida import orm
+
+        from aiida_lmlp.data import DatasetError, LmlpDatasetData
+
+        codes = self.load_codes()
+        try:
+            structures = LmlpDatasetData.from_extxyz(self.structures).store()
+            explore_structures = (
+                LmlpDatasetData.from_extxyz(self.explore_structures).store() if self.explore_structures else None
+            )
+        except DatasetError as error:
+            raise SpecError(f"{self.path}: {error}") from None
+
+        def options(section: dict) -> dict:
+            return {"options": dict(section["options"])} if section.get("options") else {}
+
+        inputs: dict[str, Any] = {
+            "structures": structures,
+            "campaign": orm.Str(campaign or self.name),
+            "label": {
+                "pyscf": {
+                    "code": codes["label"],
+                    "parameters": orm.Dict(self.label.get("parameters", {})),
+                    "metadata": options(self.label),
+                },
+                "max_attempts": orm.Int(self.label.get("max_attempts", 4)),
+            },
+            "train": {
+                "train": {"code": codes["train"], "metadata": options(self.train)},
+                "parameters": orm.Dict(self.train.get("parameters", {})),
+                "max_restarts": orm.Int(self.train.get("max_restarts", 5)),
+            },
+            "explore": {
+                "code": codes["explore"],
+                "protocol": orm.Dict(self.explore.get("protocol", {})),
+                "metadata": options(self.explore),
+            },
+            "selection": orm.Dict(self.selection),
+            "max_iterations": orm.Int(self.stop["max_iterations"]),
+            "dft_budget": orm.Int(self.stop["dft_budget"]),
+            "convergence_fraction": orm.Float(self.stop["convergence_fraction"]),
+            "convergence_patience": orm.Int(self.stop["convergence_patience"]),
+        }
+        if self.train.get("continue_parameters"):
+            inputs["continue_parameters"] = orm.Dict(
+                {**self.train.get("parameters", {}), **self.train["continue_parameters"]}
+            )
+        if self.train.get("members_per_job"):
+            inputs["train"]["members_per_job"] = orm.Int(self.train["members_per_job"])
+        if explore_structures is not None:
+            inputs["explore_structures"] = explore_structures
+        return inputs
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{where} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(section: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        path, key_path = where.rsplit(": ", 1)
+        raise SpecError(f"{path}: unknown key '{key_path}.{unknown[0]}' (known: {', '.join(sorted(allowed))})")
+
+
+def _file(base: Path, value: Any, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{where} must be the path of an extxyz file")
+    path = (base / os.path.expanduser(value)).resolve()
+    if not path.is_file():
+        raise SpecError(f"{where}: {path} does not exist")
+    return path
+
+
+def _integer(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{where} must be an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def load_spec(path: str | os.PathLike) -> CampaignSpec:
+    """Read and validate a campaign specification; raises :class:`SpecError` naming the problem."""
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path} is not valid YAML: {error}") from None
+    spec = _mapping(raw, str(path))
+    where = str(path)
+    unknown = sorted(set(spec) - set(SECTIONS))
+    if unknown:
+        raise SpecError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(SECTIONS)})")
+    name = spec.get("campaign")
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise SpecError(f"{where}: campaign must be a name without '/', got {name!r}")
+    sections = {key: _mapping(spec.get(key), f"{where}: {key}") for key, allowed in SECTIONS.items() if allowed}
+    for key, allowed in SECTIONS.items():
+        if allowed:
+            _check_keys(sections[key], allowed, f"{where}: {key}")
+    codes = sections["codes"]
+    if not codes:
+        raise SpecError(f"{where}: codes: give the AiiDA code of the lmlp executable (codes.lmlp: lmlp@localhost)")
+    for step in ("train", "explore", "label"):
+        if not (codes.get(step) or codes.get("lmlp")):
+            raise SpecError(f"{where}: codes.{step}: no code (set codes.{step} or codes.lmlp)")
+    base = path.parent
+    structures = _file(base, spec.get("structures"), f"{where}: structures")
+    explore_structures = (
+        _file(base, spec["explore_structures"], f"{where}: explore_structures")
+        if spec.get("explore_structures")
+        else None
+    )
+    # each section by the validator of the layer that will use it
+    from aiida_lmlp.labelling.pyscf_single_points import ParameterError, PyscfParameters
+    from aiida_lmlp.potential.exploration import ExplorationProtocol, ProtocolError
+    from aiida_lmlp.potential.training_config import ConfigError, default_config, merge_config
+    from aiida_lmlp.workflows.candidates import SelectionSettings, SelectionSettingsError
+
+    label, train, explore = sections["label"], sections["train"], sections["explore"]
+    try:
+        PyscfParameters.from_dict(_mapping(label.get("parameters"), f"{where}: label.parameters"))
+    except ParameterError as error:
+        raise SpecError(f"{where}: label.parameters: {error}") from None
+    for key in ("parameters", "continue_parameters"):
+        try:
+            merge_config(default_config(), _mapping(train.get(key), f"{where}: train.{key}"))
+        except ConfigError as error:
+            raise SpecError(f"{where}: train.{key}: {error}") from None
+    try:
+        ExplorationProtocol.from_dict(_mapping(explore.get("protocol"), f"{where}: explore.protocol"))
+    except ProtocolError as error:
+        raise SpecError(f"{where}: explore.protocol: {error}") from None
+    try:
+        SelectionSettings.from_dict(_mapping(spec.get("selection"), f"{where}: selection"))
+    except SelectionSettingsError as error:
+        raise SpecError(f"{where}: selection: {error}") from None
+    for section in ("label", "train", "explore"):
+        options = _mapping(sections[section].get("options"), f"{where}: {section}.options")
+        _check_keys(options, OPTION_KEYS, f"{where}: {section}.options")
+    if "max_attempts" in label:
+        _integer(label["max_attempts"], f"{where}: label.max_attempts", 1)
+    if train.get("members_per_job") is not None:
+        _integer(train["members_per_job"], f"{where}: train.members_per_job", 1)
+    if "max_restarts" in train:
+        _integer(train["max_restarts"], f"{where}: train.max_restarts", 0)
+    stop = {**STOP_DEFAULTS, **sections["stop"]}
+    _integer(stop["max_iterations"], f"{where}: stop.max_iterations", 1)
+    _integer(stop["dft_budget"], f"{where}: stop.dft_budget", 1)
+    _integer(stop["convergence_patience"], f"{where}: stop.convergence_patience", 1)
+    fraction = stop["convergence_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise SpecError(f"{where}: stop.convergence_fraction must be a number between 0 and 1, got {fraction!r}")
+    return CampaignSpec(
+        path=path,
+        name=name.strip(),
+        codes={k: str(v) for k, v in codes.items() if v},
+        structures=structures,
+        explore_structures=explore_structures,
+        label=label,
+        train=train,
+        explore=explore,
+        selection=_mapping(spec.get("selection"), f"{where}: selection"),
+        stop=stop,
+    )

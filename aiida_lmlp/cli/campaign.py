@@ -1,0 +1,372 @@
+"""``lmlp campaign``, ``lmlp models`` and ``lmlp quickstart``: campaigns and model versions in an AiiDA profile."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+PACKAGED_SPECS = Path(__file__).resolve().parents[1] / "campaign" / "specs"
+LIFELONG = "aiida.workflows:lmlp.lifelong"
+
+
+def load_profile(name: str | None):
+    """The AiiDA profile ``name`` (default profile if None); one already loaded is kept."""
+    from aiida import get_profile
+    from aiida import load_profile as aiida_load_profile
+    from aiida.common.exceptions import ConfigurationError, ProfileConfigurationError
+
+    loaded = get_profile()
+    if loaded is not None and (name is None or loaded.name == name):
+        return loaded
+    try:
+        return aiida_load_profile(name, allow_switch=True)
+    except (ProfileConfigurationError, ConfigurationError) as error:
+        raise click.ClickException(
+            f"no usable AiiDA profile ({error}); run `lmlp quickstart` or `verdi presto` to make one"
+        ) from None
+
+
+profile_option = click.option(
+    "--profile", "profile", default=None, help="AiiDA profile (default: the default profile)."
+)
+
+
+# -- lmlp campaign -----------------------------------------------------------------------------------
+
+
+@click.group("campaign")
+def campaign():
+    """Launch and follow lifelong active-learning campaigns."""
+
+
+def _launch(spec_path: Path, name: str | None, run: bool):
+    """Validate ``spec_path`` completely, then submit (or run) the campaign; returns the node."""
+    from aiida.engine import run_get_node, submit
+
+    from aiida_lmlp.campaign import SpecError, load_spec
+    from aiida_lmlp.registry import list_campaigns
+    from aiida_lmlp.workflows.lifelong import LifelongWorkChain
+
+    try:
+        spec = load_spec(spec_path)
+        campaign_name = name or spec.name
+        if campaign_name in list_campaigns():
+            raise SpecError(f"campaign {campaign_name!r} already exists: choose another name with --name")
+        spec.load_codes()
+        inputs = spec.build_inputs(campaign_name)
+    except SpecError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        if run:
+            _, node = run_get_node(LifelongWorkChain, **inputs)
+        else:
+            node = submit(LifelongWorkChain, **inputs)
+    except ValueError as error:  # refused by the work chain's own input validation
+        raise click.ClickException(f"{spec_path}: {error}") from None
+    return node, campaign_name
+
+
+@campaign.command("launch")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", default=None, help="Campaign name (default: the spec's `campaign`).")
+@click.option("--run", "run", is_flag=True, help="Run in this process instead of submitting to the daemon.")
+@profile_option
+def launch(spec, name, run, profile):
+    """Validate SPEC (YAML) and submit the campaign it describes; nothing is submitted if SPEC is invalid."""
+    load_profile(profile)
+    node, campaign_name = _launch(spec, name, run)
+    if run:
+        click.echo(f"campaign {campaign_name} (LifelongWorkChain<{node.pk}>) finished: {node.process_state.value}")
+        _print_versions(campaign_name)
+    else:
+        click.echo(f"submitted campaign {campaign_name}: LifelongWorkChain<{node.pk}>")
+        click.echo(f"follow it with `lmlp campaign status` and `verdi process report {node.pk}`")
+
+
+def _campaign_rows() -> list[dict]:
+    from aiida import orm
+
+    from aiida_lmlp.registry import list_versions
+
+    query = orm.QueryBuilder().append(orm.WorkChainNode, filters={"process_type": LIFELONG}, project="*")
+    rows = []
+    for node in sorted(query.all(flat=True), key=lambda n: n.pk):
+        name = node.base.extras.get("lmlp_campaign", None)
+        versions = list_versions(name) if name else []
+        stop = node.outputs.stop_reason.value if "stop_reason" in node.outputs else ""
+        rows.append(
+            {
+                "pk": node.pk,
+                "campaign": name or "?",
+                "state": node.process_state.value if node.process_state else "created",
+                "exit_status": node.exit_status,
+                "versions": len(versions),
+                "stop_reason": stop,
+            }
+        )
+    return rows
+
+
+@campaign.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@profile_option
+def status(as_json, profile):
+    """Every campaign of the profile: state, versions, why it stopped."""
+    load_profile(profile)
+    rows = _campaign_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        click.echo("no campaigns yet: `lmlp campaign launch SPEC.yaml` or `lmlp quickstart`")
+        return
+    click.echo(f"{'pk':>6}  {'campaign':<24} {'state':<10} {'exit':>4} {'versions':>8}  stop reason")
+    for r in rows:
+        exit_status = "" if r["exit_status"] is None else r["exit_status"]
+        click.echo(
+            f"{r['pk']:>6}  {r['campaign']:<24} {r['state']:<10} {exit_status!s:>4} {r['versions']:>8}  "
+            f"{r['stop_reason']}"
+        )
+
+
+# -- lmlp models ---------------------------------------------------------------------------------------
+
+
+@click.group("models")
+def models():
+    """Model versions of a campaign: list, show, lineage, diff, export."""
+
+
+def _print_versions(name: str) -> None:
+    from aiida_lmlp.registry import list_versions
+
+    rows = list_versions(name)
+    click.echo(f"campaign {name}: {len(rows)} version(s)")
+    click.echo(
+        f"{'version':>7} {'pk':>6} {'iteration':>9} {'data':>6} {'epochs':>6} "
+        f"{'E RMSE/meV/atom':>16} {'F RMSE/meV/Å':>13}"
+    )
+    for r in rows:
+        click.echo(
+            f"{r['version']:>7} {r['pk']:>6} {r['iteration']:>9} {r['dataset_size']:>6} {r['epochs']:>6} "
+            f"{1000 * r['rmse_energy_per_atom']:>16.2f} {1000 * r['rmse_forces']:>13.1f}"
+        )
+
+
+def _version(name: str, version: int):
+    from aiida_lmlp.registry import get_version
+
+    try:
+        return get_version(name, version)
+    except KeyError as error:
+        raise click.ClickException(str(error.args[0])) from None
+
+
+@models.command("list")
+@click.argument("campaign_name")
+@profile_option
+def models_list(campaign_name, profile):
+    """The versions of CAMPAIGN_NAME with data size and test RMSEs."""
+    load_profile(profile)
+    from aiida_lmlp.registry import list_campaigns
+
+    if campaign_name not in list_campaigns():
+        raise click.ClickException(f"no campaign {campaign_name!r} (known: {', '.join(list_campaigns()) or 'none'})")
+    _print_versions(campaign_name)
+
+
+@models.command("show")
+@click.argument("campaign_name")
+@click.argument("version", type=int)
+@profile_option
+def models_show(campaign_name, version, profile):
+    """Attributes and registry extras of one version (-1: the latest)."""
+    load_profile(profile)
+    node = _version(campaign_name, version)
+    click.echo(
+        json.dumps({"pk": node.pk, "uuid": node.uuid, **node.base.attributes.all, **node.base.extras.all}, indent=1)
+    )
+
+
+@models.command("lineage")
+@click.argument("campaign_name")
+@click.argument("version", type=int)
+@profile_option
+def models_lineage(campaign_name, version, profile):
+    """The parent versions and the DFT calculations that produced a version's training data."""
+    load_profile(profile)
+    from aiida_lmlp.registry import lineage
+
+    click.echo(json.dumps(lineage(_version(campaign_name, version)), indent=1))
+
+
+@models.command("diff")
+@click.argument("campaign_name")
+@click.argument("old", type=int)
+@click.argument("new", type=int)
+@profile_option
+def models_diff(campaign_name, old, new, profile):
+    """Data added, data the adaptive selection excluded, and the RMSE change between two versions."""
+    load_profile(profile)
+    from aiida_lmlp.registry import diff_versions
+
+    difference = diff_versions(_version(campaign_name, old), _version(campaign_name, new))
+    click.echo(
+        f"v{old} -> v{new}: {difference['conformations_old']} -> {difference['conformations_new']} conformations, "
+        f"{len(difference['added'])} added, {len(difference['removed'])} removed, "
+        f"{len(difference['excluded_by_all_members'])} excluded by every member"
+    )
+    for key, unit, scale in (("rmse_energy_per_atom", "meV/atom", 1000), ("rmse_forces", "meV/Å", 1000)):
+        change = difference[key]
+        click.echo(f"{key}: {scale * change['old']:.2f} -> {scale * change['new']:.2f} {unit}")
+    click.echo(json.dumps({k: difference[k] for k in ("added", "removed", "excluded_by_all_members")}, indent=1))
+
+
+@models.command("export")
+@click.argument("campaign_name")
+@click.argument("version", type=int)
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@profile_option
+def models_export(campaign_name, version, folder, profile):
+    """Write a version's model file and its training data (extxyz) into FOLDER."""
+    load_profile(profile)
+    from aiida_lmlp.registry import export_version
+
+    model, data = export_version(_version(campaign_name, version), folder)
+    click.echo(f"wrote {model} and {data}")
+
+
+# -- lmlp quickstart -----------------------------------------------------------------------------------
+
+
+def _verdi(*arguments: str) -> None:
+    verdi = shutil.which("verdi") or str(Path(sys.executable).with_name("verdi"))
+    result = subprocess.run([verdi, *arguments], capture_output=True, text=True)
+    if result.returncode:
+        raise click.ClickException(f"verdi {' '.join(arguments)} failed:\n{result.stdout}{result.stderr}")
+
+
+def ensure_profile(profile_name: str | None, use_zeromq: bool):
+    """The default (or named) profile; a new embedded one (``verdi presto``) when there is none."""
+    from aiida.manage.configuration import get_config
+
+    config = get_config(create=True)
+    names = config.profile_names
+    if profile_name in names or (profile_name is None and config.default_profile_name):
+        return load_profile(profile_name)
+    click.echo("no AiiDA profile: making the embedded default with `verdi presto`")
+    arguments = ["presto"] + (["--profile-name", profile_name] if profile_name else [])
+    _verdi(*arguments, *(["--use-zeromq"] if use_zeromq else []))
+    from aiida.manage.configuration import reset_config
+
+    reset_config()
+    return load_profile(profile_name)
+
+
+def ensure_localhost_code(label: str = "lmlp"):
+    """The ``lmlp`` executable of this environment as ``lmlp@localhost`` (localhost made if missing)."""
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    try:
+        computer = orm.load_computer("localhost")
+    except NotExistent:
+        import tempfile
+
+        computer = orm.Computer(
+            label="localhost",
+            hostname="localhost",
+            transport_type="core.local",
+            scheduler_type="core.direct",
+            workdir=str(Path(tempfile.gettempdir()) / "aiida-lmlp-work"),
+        ).store()
+        computer.set_minimum_job_poll_interval(1.0)
+        computer.set_default_mpiprocs_per_machine(1)
+    if not computer.is_configured:
+        computer.configure(safe_interval=0.0)
+    try:
+        return orm.load_code(f"{label}@localhost")
+    except NotExistent:
+        executable = Path(sys.executable).with_name("lmlp")
+        if not executable.is_file():
+            executable = Path(shutil.which("lmlp") or executable)
+        return orm.InstalledCode(
+            label=label,
+            computer=computer,
+            filepath_executable=str(executable),
+            description="aiida-lmlp executables: lmlp train | explore | label-pyscf | gather",
+        ).store()
+
+
+def enable_dft_caching(profile) -> None:
+    """Cache ``lmlp.pyscf`` so that the same batch of structures is never labelled twice."""
+    from aiida.manage.configuration import get_config
+
+    config = get_config()
+    current = list(config.get_option("caching.enabled_for", scope=profile.name) or [])
+    entry = "aiida.calculations:lmlp.pyscf"
+    if entry not in current:
+        config.set_option("caching.enabled_for", [*current, entry], scope=profile.name)
+        config.store()
+
+
+def ensure_daemon(workers: int = 1) -> None:
+    """Start the profile's daemon unless it runs."""
+    from aiida.engine.daemon.client import get_daemon_client
+
+    client = get_daemon_client()
+    if not client.is_daemon_running:
+        click.echo(f"starting the daemon ({workers} worker{'s' if workers > 1 else ''})")
+        client.start_daemon(number_workers=workers)
+
+
+def _unique_name(base: str) -> str:
+    from aiida_lmlp.registry import list_campaigns
+
+    existing, name, n = set(list_campaigns()), base, 1
+    while name in existing:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+@click.command("quickstart")
+@click.option("--profile", "profile_name", default=None, help="Profile to use or create (default: the default one).")
+@click.option("--use-zeromq", is_flag=True, help="Make the new profile with the built-in ZeroMQ broker (no RabbitMQ).")
+@click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for the campaign.")
+def quickstart(profile_name, use_zeromq, timeout):
+    """Set up the embedded profile if needed, run the quickstart campaign in the daemon, print its versions."""
+    profile = ensure_profile(profile_name, use_zeromq)
+    click.echo(f"profile {profile.name}: storage {profile.storage_backend}, broker {profile.process_control_backend}")
+    ensure_localhost_code()
+    enable_dft_caching(profile)
+    ensure_daemon()
+    name = _unique_name("quickstart")
+    node, name = _launch(PACKAGED_SPECS / "quickstart.yaml", name, run=False)
+    click.echo(f"submitted campaign {name}: LifelongWorkChain<{node.pk}> (Cl- + CH3Cl, HF/STO-3G, 4 members)")
+    start, seen = time.monotonic(), 0
+    while not node.is_terminated and time.monotonic() - start < timeout:
+        time.sleep(2)
+        from aiida_lmlp.registry import list_versions
+
+        rows = list_versions(name)
+        for row in rows[seen:]:
+            click.echo(
+                f"  [{time.monotonic() - start:6.0f} s] version {row['version']}: {row['dataset_size']} conformations, "
+                f"test RMSE {1000 * row['rmse_energy_per_atom']:.2f} meV/atom, {1000 * row['rmse_forces']:.0f} meV/Å"
+            )
+        seen = len(rows)
+    if not node.is_terminated:
+        click.echo(f"still running after {timeout} s; follow it with `lmlp campaign status`")
+        return
+    stop = node.outputs.stop_reason.value if "stop_reason" in node.outputs else "?"
+    click.echo(f"campaign {name} finished in {time.monotonic() - start:.0f} s (exit status {node.exit_status}): {stop}")
+    _print_versions(name)
+    if not node.is_finished_ok:
+        raise click.ClickException(f"the campaign failed: {node.exit_message}; see `verdi process report {node.pk}`")
