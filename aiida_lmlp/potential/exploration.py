@@ -3,7 +3,8 @@
 The engine side of ``lmlp explore`` (and of the ``lmlp.explore`` CalcJob): starting structures
 are propagated with :class:`~aiida_lmlp.potential.LmlpCalculator` according to an
 :class:`ExplorationProtocol`; visited conformations are recorded with the predicted energy,
-forces and their uncertainties. A trajectory stops as soon as the energy uncertainty per atom or
+forces and their uncertainties and a descriptor fingerprint (:func:`descriptor_fingerprints`, for
+farthest-point sampling of candidates). A trajectory stops as soon as the energy uncertainty per atom or
 the largest force-component uncertainty exceeds the protocol's threshold: beyond that point the
 model's predictions are meaningless and the conformation is a candidate for a new reference
 calculation. A structure the model cannot handle is reported in its trajectory's ``error`` and
@@ -33,11 +34,13 @@ if TYPE_CHECKING:  # torch is imported only when exploring, so the protocol and 
     from .ensemble import Ensemble
 
 __all__ = [
+    "FINGERPRINT_KEY",
     "KINDS",
     "ExplorationProtocol",
     "ExplorationResult",
     "ProtocolError",
     "TrajectoryReport",
+    "descriptor_fingerprints",
     "explore",
     "read_visited",
 ]
@@ -45,6 +48,8 @@ __all__ = [
 #: The kinds of exploration a protocol can ask for.
 KINDS = ("md", "relax", "neb", "evaluate")
 OPTIMIZERS = ("bfgs", "fire")
+#: Info key of the (F,) descriptor fingerprint on every recorded frame (see :func:`descriptor_fingerprints`).
+FINGERPRINT_KEY = "lmlp_fingerprint"
 
 # key -> {kind: default} for every kind the key applies to
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -258,20 +263,68 @@ def read_visited(path: str | os.PathLike) -> list[Atoms]:
         if end > len(lines) or not lines[end - 1].endswith("\n"):
             break  # the last frame was still being written
         try:
-            frames.append(read(io.StringIO("".join(lines[start:end])), format="extxyz"))
+            frame = read(io.StringIO("".join(lines[start:end])), format="extxyz")
         except Exception:  # ASE raises many types for a damaged frame; keep what came before
             break
+        frames.append(_fingerprint_as_vector(frame))
         start = end
     return frames
+
+
+def _fingerprint_as_vector(frame: Atoms) -> Atoms:
+    """Undo ASE's extxyz reading of a 1-long vector as a scalar and a 9-long one as a 3x3 matrix (Fortran order)."""
+    value = frame.info.get(FINGERPRINT_KEY)
+    if value is not None:
+        value = np.asarray(value, dtype=np.float64)
+        frame.info[FINGERPRINT_KEY] = value.reshape(-1, order="F") if value.ndim != 1 else value
+    return frame
+
+
+def descriptor_fingerprints(model: Ensemble, structures: Sequence[Atoms]) -> np.ndarray:
+    """The descriptor fingerprint of every structure, ``(S, G)`` float64 with ``G`` the descriptor length.
+
+    Each atom's descriptor vector ``G_i`` is standardised as the model's atomic networks do,
+    ``α_e (G_i − β_e)`` with ``α_e``, ``β_e`` of the atom's element ``e``, averaged over the
+    ensemble members (``mean_p α_p,e · G_i − mean_p α_p,e β_p,e``), and the fingerprint is the
+    mean of these vectors over the atoms of the structure. Invariant to rotations, translations
+    and permutations of the atoms; for the element-embracing eeACSF the length does not depend
+    on the composition. Structures the model cannot handle raise
+    :class:`~aiida_lmlp.potential.StructureError`; a non-finite fingerprint raises
+    :class:`FloatingPointError`.
+    """
+    import torch
+
+    structures = list(structures)
+    if not structures:
+        return np.zeros((0, len(model.descriptor)), dtype=np.float64)
+    values, species = model.descriptors_of(structures)
+    with torch.no_grad():
+        networks = [model.networks.networks[element] for element in model.elements]
+        scale = torch.stack([n.alpha.mean(0) for n in networks]).to(values)  # (E, G)
+        shift = torch.stack([(n.alpha * n.beta).mean(0) for n in networks]).to(values)  # (E, G)
+        standardised = (scale[species] * values - shift[species]).to(torch.float64).cpu().numpy()  # (A, G)
+    counts = np.array([len(atoms) for atoms in structures], dtype=np.int64)
+    sums = np.add.reduceat(standardised, np.cumsum(counts) - counts, axis=0)
+    fingerprints = sums / counts[:, None]
+    if not np.isfinite(fingerprints).all():
+        raise FloatingPointError("non-finite descriptor fingerprint")
+    return fingerprints
 
 
 class _FrameSink:
     """Records frames in memory and appends them, one write and flush per frame, to the output file."""
 
-    def __init__(self, out: str | os.PathLike | None, max_frames: int, keep: bool):
+    def __init__(
+        self,
+        out: str | os.PathLike | None,
+        max_frames: int,
+        keep: bool,
+        fingerprints: Callable[[Sequence[Atoms]], np.ndarray] | None = None,
+    ):
         self.handle = open(out, "w", encoding="utf-8") if out is not None else None  # noqa: SIM115
         self.max_frames = max_frames
         self.keep = keep
+        self.fingerprints = fingerprints
         self.count = 0
         self.frames: list[Atoms] = []
 
@@ -280,12 +333,18 @@ class _FrameSink:
         return self.count >= self.max_frames
 
     def add(self, frames: Sequence[Atoms]) -> bool:
-        """Record ``frames``; False if the cap kept some of them out."""
+        """Record ``frames`` with their fingerprints (one batch); False if the cap kept some of them out.
+
+        The fingerprints are computed before anything is written, so a failure records none of ``frames``.
+        """
         from ase.io import write
 
-        for frame in frames:
-            if self.full:
-                return False
+        frames = list(frames)
+        fitting = frames[: max(self.max_frames - self.count, 0)]
+        if fitting and self.fingerprints is not None:
+            for frame, fingerprint in zip(fitting, self.fingerprints(fitting)):
+                frame.info[FINGERPRINT_KEY] = fingerprint
+        for frame in fitting:
             if self.handle is not None:
                 buffer = io.StringIO()
                 write(buffer, frame, format="extxyz")
@@ -294,7 +353,7 @@ class _FrameSink:
             if self.keep:
                 self.frames.append(frame)
             self.count += 1
-        return True
+        return len(fitting) == len(frames)
 
     def close(self) -> None:
         if self.handle is not None:
@@ -431,8 +490,12 @@ def _drive(
                 pending = snapshots
     except _TRAJECTORY_ERRORS as error:
         report.error = str(error) if str(error) else type(error).__name__
-    if pending is not None and not record(pending):
-        report.truncated = True
+    if pending is not None:
+        try:
+            if not record(pending):
+                report.truncated = True
+        except _TRAJECTORY_ERRORS as error:  # its fingerprint failed: the frame is not recorded
+            report.error = report.error or str(error) or type(error).__name__
 
 
 def _calculator(model: Ensemble) -> LmlpCalculator:
@@ -549,7 +612,8 @@ def explore(
     flush per frame, the file is truncated first). ``summary``: rewrite this JSON file
     atomically after every trajectory (``complete`` false until the end). ``keep_frames=False``
     leaves :attr:`ExplorationResult.frames` empty. ``on_trajectory`` is called with each
-    finished :class:`TrajectoryReport`.
+    finished :class:`TrajectoryReport`. Every recorded frame carries its
+    :func:`descriptor_fingerprints` row under the info key :data:`FINGERPRINT_KEY`.
 
     Raises :class:`ProtocolError` for an invalid protocol and :class:`ValueError` for an odd
     number of NEB endpoints, before any file is touched. A structure the model cannot handle
@@ -578,7 +642,7 @@ def explore(
             "relax": lambda i, a: _setup_relax(a, model, protocol),
         }[protocol.kind]
         starts = [(i, atoms, setups(i, atoms)) for i, atoms in enumerate(structures)]
-    sink = _FrameSink(out, protocol.max_frames, keep_frames)
+    sink = _FrameSink(out, protocol.max_frames, keep_frames, lambda frames: descriptor_fingerprints(model, frames))
     try:
         for index, start, setup in starts:
             report = TrajectoryReport(start_index=index)

@@ -21,11 +21,17 @@ TRAIN_PARAMETERS = {
 }
 
 
-def initial_structures(count: int = 8) -> LmlpDatasetData:
-    """Geometries of the SN2 pool (labels dropped: the campaign labels them itself)."""
+def initial_structures(count: int = 8, impossible: int = 0) -> LmlpDatasetData:
+    """Geometries of the SN2 pool (labels dropped: the campaign labels them itself).
+
+    The last ``impossible`` of them are made neutral: an odd electron count as a singlet, which
+    PySCF refuses, a labelling failure the campaign must survive and record.
+    """
     frames = [a for a in read(SN2 / "pool_a.extxyz", ":") if a.info["reaction"] == "Cl+CH3Cl"][:count]
     for atoms in frames:
         atoms.calc = None
+    for atoms in frames[len(frames) - impossible :]:
+        atoms.info["charge"] = 0
     return LmlpDatasetData.from_atoms(frames).store()
 
 

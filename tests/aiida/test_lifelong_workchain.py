@@ -14,7 +14,7 @@ from .campaign_inputs import campaign_inputs, initial_structures
 
 @pytest.fixture(scope="module")
 def campaign(lmlp_code, aiida_profile):
-    structures = initial_structures()
+    structures = initial_structures(count=9, impossible=1)
     inputs = campaign_inputs(lmlp_code("lmlp.train"), structures, campaign=orm.Str("test-campaign"))
     results, node = run_get_node(LifelongWorkChain, **inputs)
     assert node.is_finished_ok, node.exit_message
@@ -39,6 +39,23 @@ def test_campaign_learns_lifelong_and_registers_every_version(campaign):
         assert record["selected"] <= 3
         assert record["visited"] == record["known"] + record["uncertain"] + record["unphysical"] + record["too_close"]
     assert report["dft_used"] <= 40
+
+
+def test_a_labelling_failure_is_recorded_and_the_campaign_goes_on(campaign):
+    results, node = campaign
+    dropped = results["dropped"].get_list()
+    assert [d["index"] for d in dropped] == [8]
+    assert "PySCF error" in dropped[0]["reason"] and "spin" in dropped[0]["reason"]
+    assert results["labelled"]["d000"].count == 8
+    assert node.is_finished_ok and len(results["versions"]) >= 2
+
+
+def test_no_structure_is_labelled_twice(campaign):
+    from aiida_lmlp.workflows.screening import geometry_keys
+
+    results, _ = campaign
+    keys = [key for dataset in results["labelled"].values() for key in geometry_keys(dataset)]
+    assert len(keys) == len(set(keys))
 
 
 def test_lineage_reaches_the_dft_calculations(campaign):

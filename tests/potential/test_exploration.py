@@ -7,9 +7,25 @@ import pytest
 from ase import Atoms
 
 from aiida_lmlp.potential import LmlpCalculator
-from aiida_lmlp.potential.exploration import ExplorationProtocol, ProtocolError, explore, read_visited
+from aiida_lmlp.potential.exploration import (
+    FINGERPRINT_KEY,
+    ExplorationProtocol,
+    ProtocolError,
+    descriptor_fingerprints,
+    explore,
+    read_visited,
+)
 
-INFO_KEYS = {"start_index", "step", "lmlp_energy", "lmlp_energy_uncertainty", "stopped", "charge", "multiplicity"}
+INFO_KEYS = {
+    "start_index",
+    "step",
+    "lmlp_energy",
+    "lmlp_energy_uncertainty",
+    "stopped",
+    "charge",
+    "multiplicity",
+    "lmlp_fingerprint",
+}
 
 
 def assert_clean(frames):
@@ -19,6 +35,9 @@ def assert_clean(frames):
         assert "energy" not in frame.info and "forces" not in frame.arrays
         assert INFO_KEYS <= set(frame.info)
         assert frame.arrays["lmlp_forces"].shape == frame.arrays["lmlp_forces_uncertainty"].shape == (len(frame), 3)
+        fingerprint = frame.info[FINGERPRINT_KEY]
+        assert isinstance(fingerprint, np.ndarray) and fingerprint.dtype == np.float64 and fingerprint.ndim == 1
+        assert np.isfinite(fingerprint).all()
 
 
 def test_protocol_defaults_and_errors_name_the_key():
@@ -242,3 +261,71 @@ def test_an_error_during_a_trajectory_keeps_its_frames_and_spares_the_others(sn2
     assert "0.2 Å apart" in broken.error and broken.steps == 3
     assert [(f.info["start_index"], f.info["step"]) for f in result.frames] == [(0, 0), (0, 3), (1, 0), (1, 5), (1, 6)]
     assert broken.frames == 2 and fine.error is None and fine.frames == 3
+
+
+def mean_standardised_descriptor(model, atoms):
+    """The fingerprint written out by hand: α (G − β) of each atom's element, mean over members, then over atoms."""
+    import torch
+
+    values, species = model.descriptors_of([atoms])
+    rows = []
+    for descriptor, k in zip(values, species.tolist()):
+        network = model.networks.networks[model.elements[k]]
+        rows.append(torch.stack([network.alpha[p] * (descriptor - network.beta[p]) for p in range(model.members)]))
+    return torch.stack(rows).mean(dim=(0, 1)).detach().numpy()
+
+
+def test_every_frame_carries_the_mean_standardised_descriptor(sn2_model, sn2_frames, tmp_path):
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(sn2_model)  # the fixture is shared
+    with torch.no_grad():  # the standardisation must matter: α, β differ between members, as after training
+        for network in model.networks.networks.values():
+            network.alpha.mul_(torch.linspace(0.8, 1.2, model.members, dtype=torch.float64)[:, None])
+            network.beta.add_(torch.linspace(-0.1, 0.1, model.members, dtype=torch.float64)[:, None])
+    start = sn2_frames[0]
+    rotated = start.copy()
+    rotated.rotate(73, (1, -2, 0.5), center="COM")
+    rotated.translate([3.0, -1.0, 2.0])
+    rotated = rotated[np.random.default_rng(0).permutation(len(start))]
+    starts = [start, rotated, sn2_frames[7]]
+    out = tmp_path / "visited.extxyz"
+    result = explore(model, starts, {"kind": "evaluate"}, out=out)
+    neb = explore(model, [start, start], {"kind": "neb", "images": 2, "steps": 1})  # several frames per record
+    assert_clean(result.frames + neb.frames)
+    assert len(start) != len(sn2_frames[7])  # one length, whatever the composition
+    for atoms, frame in zip(starts, result.frames):
+        fingerprint = frame.info[FINGERPRINT_KEY]
+        assert fingerprint.shape == (len(model.descriptor),)
+        np.testing.assert_allclose(fingerprint, mean_standardised_descriptor(model, atoms), rtol=1e-12, atol=1e-12)
+    # invariant to rotation, translation and permutation; different for another conformation
+    first, turned, other = (f.info[FINGERPRINT_KEY] for f in result.frames)
+    np.testing.assert_allclose(turned, first, rtol=1e-10, atol=1e-10)
+    assert np.abs(other - first).max() > 1e-3
+    assert np.abs(first - descriptor_fingerprints(sn2_model, [start])[0]).max() > 1e-3  # α, β are used
+    for frame in neb.frames:
+        np.testing.assert_array_equal(frame.info[FINGERPRINT_KEY], descriptor_fingerprints(model, [frame])[0])
+    # the extxyz round trip is exact (shortest round-trip float representation) ...
+    written = read_visited(out)
+    for frame, read_back in zip(result.frames, written):
+        np.testing.assert_array_equal(read_back.info[FINGERPRINT_KEY], frame.info[FINGERPRINT_KEY])
+    # ... and the dataset layer stores the fingerprints as one (S, F) array
+    from aiida_lmlp.data.conformation_arrays import ConformationArrays
+
+    packed = ConformationArrays.from_atoms(written)
+    np.testing.assert_array_equal(packed.arrays["fingerprint"], np.array([first, turned, other]))
+
+
+def test_read_visited_keeps_short_fingerprints_vectors(tmp_path):
+    """ASE's extxyz reader turns 1 number into a scalar and 9 into a 3x3 matrix; read_visited undoes it."""
+    from ase.io import write
+
+    path = tmp_path / "visited.extxyz"
+    for length in (1, 2, 9):
+        frame = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+        frame.info[FINGERPRINT_KEY] = np.linspace(-1.5, 2.25, length)
+        write(path, frame, format="extxyz")
+        (read_back,) = read_visited(path)
+        np.testing.assert_array_equal(read_back.info[FINGERPRINT_KEY], frame.info[FINGERPRINT_KEY])
