@@ -37,17 +37,18 @@ def wait(condition, timeout: float, what: str) -> None:
 
 
 def main(spec: str) -> dict:
-    run(BIN / "verdi", "presto", "--profile-name", "restart", "--use-zeromq")
-    run(BIN / "verdi", "code", "create", "core.code.installed", "--non-interactive", "--label", "lmlp",
-        "--computer", "localhost", "--filepath-executable", BIN / "lmlp")  # fmt: skip
-    run(BIN / "verdi", "config", "set", "caching.enabled_for", "aiida.calculations:lmlp.pyscf")
-    run(BIN / "verdi", "daemon", "start", "1")
+    import os
+
+    from aiida_lmlp.campaign.profiles import create_profile
+
+    create_profile("embedded", "restart", Path(os.environ["AIIDA_PATH"]))
+    run(BIN / "verdi", "daemon", "start", "1", "--timeout", "60")
     try:
         launched = run(BIN / "lmlp", "campaign", "launch", spec, "--name", "restart-test")
         pk = int(launched.split("LifelongWorkChain<")[1].split(">")[0])
         return {"launched": pk, **follow(pk)}
     finally:
-        subprocess.run([str(BIN / "verdi"), "daemon", "stop"], capture_output=True, timeout=120)
+        subprocess.run([str(BIN / "verdi"), "daemon", "stop", "--timeout", "60"], capture_output=True, timeout=120)
 
 
 def follow(pk: int) -> dict:
@@ -63,7 +64,7 @@ def follow(pk: int) -> dict:
         return query.count() > 0 or campaign.is_terminated
 
     wait(loop_labelling_running, 600, "the first loop labelling job")
-    run(BIN / "verdi", "daemon", "stop")
+    run(BIN / "verdi", "daemon", "stop", "--timeout", "60")
     stopped_during = [
         n.pk
         for n in orm.QueryBuilder()
@@ -71,7 +72,7 @@ def follow(pk: int) -> dict:
         .all(flat=True)
     ]
     time.sleep(3)
-    run(BIN / "verdi", "daemon", "start", "1")
+    run(BIN / "verdi", "daemon", "start", "1", "--timeout", "60")
     wait(lambda: campaign.is_terminated, 900, "the campaign to finish")
 
     from aiida_lmlp.workflows.screening import geometry_keys

@@ -42,7 +42,7 @@ def _roundtrip(kind: str, tmp_path) -> dict:
 
 
 def test_embedded_profile_sqlite_and_zeromq_daemon(tmp_path):
-    outcome = _roundtrip("zeromq", tmp_path)
+    outcome = _roundtrip("embedded", tmp_path)
     assert (outcome["storage"], outcome["broker"]) == ("core.sqlite_dos", "core.zeromq")
     assert outcome["terminated"] and outcome["exit_status"] == 0
     assert {"potential", "metrics", "output_parameters"} <= set(outcome["outputs"]) and outcome["epochs"] == 2
@@ -53,7 +53,7 @@ def test_production_profile_postgresql_and_rabbitmq_daemon(tmp_path):
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432: the production-profile test needs it")
     if not _reachable(5672):
         pytest.skip("RabbitMQ is not running on 127.0.0.1:5672: the production-profile test needs it")
-    outcome = _roundtrip("postgres-rabbitmq", tmp_path)
+    outcome = _roundtrip("production", tmp_path)
     assert (outcome["storage"], outcome["broker"]) == ("core.psql_dos", "core.rabbitmq")
     assert outcome["terminated"] and outcome["exit_status"] == 0
     assert {"potential", "metrics", "output_parameters"} <= set(outcome["outputs"]) and outcome["epochs"] == 2

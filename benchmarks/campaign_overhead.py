@@ -1,0 +1,232 @@
+"""Engine overhead of a campaign, and 50 labelling jobs at once, on the embedded and the production profile.
+
+    python benchmarks/campaign_overhead.py overhead [--profiles embedded production]
+    python benchmarks/campaign_overhead.py fifty [--profiles embedded production] [--workers 2]
+
+``overhead``: runs the quickstart campaign (workflows/quickstart.yaml) through the daemon on a
+fresh profile. Every calculation job records the wall-clock time at which its command starts
+and ends (``prepend_text``/``append_text``, retrieved with the job); the engine overhead is the
+campaign's wall time minus the time covered by running jobs: everything AiiDA does around the
+jobs (submission, polling, upload, retrieval, parsing, calcfunctions, work-chain steps).
+Targets (issue 5): ≤ 10 % of the campaign and ≤ 2 s per iteration on the embedded profile.
+
+``fifty``: submits 50 ``lmlp.label`` work chains (one Cl⁻ + CH3Cl geometry each, HF/STO-3G) at
+once to ``--workers`` daemon workers and checks that all finish with their labels (no loss).
+
+Results go to ``benchmarks/results/campaign_overhead.json`` / ``labelling_fifty.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiida_lmlp.campaign.profiles import create_profile, delete_profile, verdi
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+STAMPS = ("_lmlp_job_start", "_lmlp_job_end")
+
+
+def _machine() -> dict:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def _timestamped(options: dict) -> dict:
+    options = dict(options)
+    options["prepend_text"] = (options.get("prepend_text", "") + f"\ndate +%s.%N > {STAMPS[0]}").strip()
+    options["append_text"] = (options.get("append_text", "") + f"\ndate +%s.%N > {STAMPS[1]}").strip()
+    options["additional_retrieve_list"] = list(STAMPS)
+    return options
+
+
+def _job_intervals(root) -> list[tuple[float, float, str]]:
+    from aiida import orm
+    from aiida.common.links import LinkType
+    from aiida.tools.graph.graph_traversers import traverse_graph
+
+    pks = traverse_graph([root.pk], get_links=False, links_forward=[LinkType.CALL_CALC, LinkType.CALL_WORK])["nodes"]
+    intervals = []
+    for pk in pks:
+        node = orm.load_node(pk)
+        if not isinstance(node, orm.CalcJobNode) or "retrieved" not in node.outputs:
+            continue
+        names = node.outputs.retrieved.base.repository.list_object_names()
+        if all(s in names for s in STAMPS):
+            start, end = (float(node.outputs.retrieved.base.repository.get_object_content(s).strip()) for s in STAMPS)
+            intervals.append((start, end, node.process_label))
+    return sorted(intervals)
+
+
+def _covered(intervals) -> float:
+    total, current_start, current_end = 0.0, None, None
+    for start, end, _ in intervals:
+        if current_end is None or start > current_end:
+            if current_end is not None:
+                total += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_end is not None:
+        total += current_end - current_start
+    return total
+
+
+def overhead(kind: str) -> dict:
+    from aiida import load_profile
+    from aiida.engine import submit
+    from aiida.manage import get_manager
+
+    from aiida_lmlp.campaign import load_spec
+    from aiida_lmlp.workflows.lifelong import LifelongWorkChain
+
+    name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+    create_profile(kind, name, Path(os.environ["AIIDA_PATH"]))
+    try:
+        verdi("daemon", "start", "1", "--timeout", "60", profile=name)
+        load_profile(name, allow_switch=True)
+        inputs = load_spec(ROOT / "workflows" / "quickstart.yaml").build_inputs("quickstart")
+        for path in (("label", "pyscf"), ("train", "train"), ("explore",)):
+            target = inputs
+            for key in path:
+                target = target[key]
+            metadata = target.setdefault("metadata", {})
+            metadata["options"] = _timestamped(metadata.get("options", {}))
+        inputs["train"]["gather_code"] = inputs["train"]["train"]["code"]
+        submitted = time.time()
+        node = submit(LifelongWorkChain, **inputs)
+        while not node.is_terminated:
+            time.sleep(0.5)
+        finished = time.time()
+        intervals = _job_intervals(node)
+        report = node.outputs.report.get_dict()
+        iterations = len(report["iterations"])
+        wall = finished - submitted
+        inside = _covered(intervals)
+        by_kind: dict[str, float] = {}
+        for start, end, label in intervals:
+            by_kind[label] = by_kind.get(label, 0.0) + end - start
+        result = {
+            "profile": kind,
+            "storage": get_manager().get_profile().storage_backend,
+            "broker": get_manager().get_profile().process_control_backend,
+            "exit_status": node.exit_status,
+            "stop_reason": report["stop_reason"],
+            "iterations": iterations,
+            "jobs": len(intervals),
+            "wall_s": round(wall, 2),
+            "inside_jobs_s": round(inside, 2),
+            "overhead_s": round(wall - inside, 2),
+            "overhead_fraction": round((wall - inside) / wall, 4),
+            # the set-up phase (initial labelling and first training) counts as one more iteration
+            "overhead_per_iteration_s": round((wall - inside) / (iterations + 1), 2),
+            "seconds_in_jobs_by_kind": {k: round(v, 2) for k, v in sorted(by_kind.items())},
+        }
+        get_manager().unload_profile()
+        return result
+    finally:
+        verdi("daemon", "stop", "--timeout", "60", profile=name)
+        delete_profile(kind, name)
+
+
+def fifty(kind: str, workers: int) -> dict:
+    from aiida import load_profile, orm
+    from aiida.engine import submit
+    from aiida.manage import get_manager
+    from ase.io import read
+
+    from aiida_lmlp.data import LmlpDatasetData
+    from aiida_lmlp.workflows.label import LabelWorkChain
+
+    name = f"bench50-{kind}-{uuid.uuid4().hex[:6]}"
+    create_profile(kind, name, Path(os.environ["AIIDA_PATH"]))
+    try:
+        verdi("daemon", "start", str(workers), "--timeout", "60", profile=name)
+        load_profile(name, allow_switch=True)
+        frames = read(ROOT / "workflows" / "cl_ch3cl_start.extxyz", ":")
+        code = orm.load_code("lmlp@localhost")
+        structures = []
+        for i in range(50):  # 50 distinct geometries: the start structures, slightly displaced
+            atoms = frames[i % len(frames)].copy()
+            atoms.positions += 0.01 * (i // len(frames)) * (1 + (i % 3))
+            structures.append(LmlpDatasetData.from_atoms([atoms]).store())
+        parameters = orm.Dict({"xc": "HF", "basis": "sto-3g", "density_fit": False, "threads": 1}).store()
+        start = time.time()
+        nodes = [
+            submit(
+                LabelWorkChain,
+                structures=s,
+                pyscf={
+                    "code": code,
+                    "parameters": parameters,
+                    "metadata": {"options": {"max_wallclock_seconds": 1800}},
+                },
+            )
+            for s in structures
+        ]
+        submitted = time.time() - start
+        while not all(n.is_terminated for n in nodes):
+            time.sleep(1)
+        wall = time.time() - start
+        labelled = sum(n.outputs.labelled.count for n in nodes if "labelled" in n.outputs)
+        result = {
+            "profile": kind,
+            "storage": get_manager().get_profile().storage_backend,
+            "broker": get_manager().get_profile().process_control_backend,
+            "workers": workers,
+            "submitted": len(nodes),
+            "submit_s": round(submitted, 2),
+            "finished_ok": sum(n.is_finished_ok for n in nodes),
+            "labelled_conformations": labelled,
+            "lost": 50 - labelled,
+            "wall_s": round(wall, 1),
+        }
+        get_manager().unload_profile()
+        return result
+    finally:
+        verdi("daemon", "stop", "--timeout", "60", profile=name)
+        delete_profile(kind, name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["overhead", "fifty"])
+    parser.add_argument("--profiles", nargs="+", default=["embedded", "production"])
+    parser.add_argument("--workers", type=int, default=2)
+    arguments = parser.parse_args()
+    os.environ.setdefault("AIIDA_PATH", tempfile.mkdtemp(prefix="lmlp-bench-"))
+    results = []
+    for kind in arguments.profiles:
+        run = overhead(kind) if arguments.what == "overhead" else fifty(kind, arguments.workers)
+        print(json.dumps(run))
+        results.append(run)
+    out = RESULTS / ("campaign_overhead.json" if arguments.what == "overhead" else "labelling_fifty.json")
+    command = f"python benchmarks/campaign_overhead.py {arguments.what} --profiles {' '.join(arguments.profiles)}"
+    if arguments.what == "fifty":
+        command += f" --workers {arguments.workers}"
+    out.write_text(
+        json.dumps(
+            {
+                "command": command,
+                "machine": _machine(),
+                "date": time.strftime("%Y-%m-%d"),
+                "results": results,
+            },
+            indent=1,
+        )
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
