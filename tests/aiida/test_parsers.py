@@ -100,3 +100,48 @@ def test_pyscf_outputs(localhost, case, exit_code, labelled, failed_statuses):
     assert len(failed) + labelled == count
     ids = node.inputs.structures.ids
     assert all(entry["id"] == ids[entry["index"]] for entry in failed)
+
+
+def _explore_node(localhost, case: str):
+    from ase.io import read
+
+    from aiida_lmlp.data import LmlpDatasetData, LmlpPotentialData
+
+    from ..conftest import SN2
+
+    folder = DATA / "explore_outputs" / case
+    recorded = json.loads((folder / "inputs.json").read_text())
+    pool = [a for a in read(SN2 / "pool_a.extxyz", ":") if a.info["reaction"] == "Cl+CH3Cl"]
+    starts = [pool[i] for i in recorded["pool_frames"]] or pool[:1]
+    potential, _ = LmlpPotentialData.get_or_create(DATA / "explore_outputs" / "model.lmlp")
+    inputs = {
+        "potential": potential,
+        "structures": LmlpDatasetData.from_atoms(starts),
+        "protocol": orm.Dict(recorded["protocol"]),
+    }
+    return calc_job_node("lmlp.explore", localhost, folder, inputs)
+
+
+@pytest.mark.parametrize(
+    ("case", "exit_code", "visited", "message"),
+    [
+        ("complete", None, 2, None),
+        ("all_failed", "ERROR_ALL_TRAJECTORIES_FAILED", 0, "Zn not in the model"),
+        ("refused", "ERROR_INVALID_INPUT", 0, "protocol key 'temprature': unknown key"),
+        ("cut_off", "ERROR_CRASHED", 11, "11 visited conformations were kept"),
+    ],
+)
+def test_explore_outputs(localhost, case, exit_code, visited, message):
+    from aiida_lmlp.calculations import LmlpExploreCalculation
+
+    results, status, text = parse("lmlp.explore", _explore_node(localhost, case))
+    expected = 0 if exit_code is None else LmlpExploreCalculation.exit_codes[exit_code].status
+    assert status == expected, text
+    if message:
+        assert message in text
+    # whatever was visited is kept, with predictions and fingerprints but never as labels
+    assert (results["visited"].count if "visited" in results else 0) == visited
+    if visited:
+        node = results["visited"]
+        assert node.base.attributes.get("labelled_count") == 0 and node.base.attributes.get("has_predictions")
+        assert node.get_array("fingerprint").shape == (visited, 153)
