@@ -50,6 +50,30 @@ def _timestamped(options: dict) -> dict:
     return options
 
 
+def _job_phases(root) -> dict:
+    """Mean seconds per job before its command starts (upload, submit) and after it ends (poll, retrieve, parse)."""
+    from aiida import orm
+    from aiida.common.links import LinkType
+    from aiida.tools.graph.graph_traversers import traverse_graph
+
+    pks = traverse_graph([root.pk], get_links=False, links_forward=[LinkType.CALL_CALC, LinkType.CALL_WORK])["nodes"]
+    before, after = [], []
+    for pk in pks:
+        node = orm.load_node(pk)
+        if not isinstance(node, orm.CalcJobNode) or "retrieved" not in node.outputs:
+            continue
+        repository = node.outputs.retrieved.base.repository
+        if not all(s in repository.list_object_names() for s in STAMPS):
+            continue
+        start, end = (float(repository.get_object_content(s).strip()) for s in STAMPS)
+        before.append(start - node.ctime.timestamp())
+        after.append(node.outputs.retrieved.ctime.timestamp() - end)
+    return {
+        "mean_s_from_creation_to_command_start": round(sum(before) / len(before), 2) if before else None,
+        "mean_s_from_command_end_to_retrieved": round(sum(after) / len(after), 2) if after else None,
+    }
+
+
 def _job_intervals(root) -> list[tuple[float, float, str]]:
     from aiida import orm
     from aiida.common.links import LinkType
@@ -82,7 +106,7 @@ def _covered(intervals) -> float:
     return total
 
 
-def overhead(kind: str) -> dict:
+def overhead(kind: str, job_poll: float) -> dict:
     from aiida import load_profile
     from aiida.engine import submit
     from aiida.manage import get_manager
@@ -93,8 +117,11 @@ def overhead(kind: str) -> dict:
     name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
     create_profile(kind, name, Path(os.environ["AIIDA_PATH"]))
     try:
-        verdi("daemon", "start", "1", "--timeout", "60", profile=name)
         load_profile(name, allow_switch=True)
+        from aiida import orm
+
+        orm.load_computer("localhost").set_minimum_job_poll_interval(job_poll)
+        verdi("daemon", "start", "1", "--timeout", "60", profile=name)
         inputs = load_spec(ROOT / "workflows" / "quickstart.yaml").build_inputs("quickstart")
         for path in (("label", "pyscf"), ("train", "train"), ("explore",)):
             target = inputs
@@ -120,6 +147,7 @@ def overhead(kind: str) -> dict:
             "profile": kind,
             "storage": get_manager().get_profile().storage_backend,
             "broker": get_manager().get_profile().process_control_backend,
+            "minimum_job_poll_interval_s": job_poll,
             "exit_status": node.exit_status,
             "stop_reason": report["stop_reason"],
             "iterations": iterations,
@@ -131,6 +159,7 @@ def overhead(kind: str) -> dict:
             # the set-up phase (initial labelling and first training) counts as one more iteration
             "overhead_per_iteration_s": round((wall - inside) / (iterations + 1), 2),
             "seconds_in_jobs_by_kind": {k: round(v, 2) for k, v in sorted(by_kind.items())},
+            "job_phases": _job_phases(node),
         }
         get_manager().unload_profile()
         return result
@@ -203,17 +232,23 @@ def main() -> None:
     parser.add_argument("what", choices=["overhead", "fifty"])
     parser.add_argument("--profiles", nargs="+", default=["embedded", "production"])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--job-poll", type=float, default=1.0, help="localhost minimum_job_poll_interval in s (presto sets 1)"
+    )
     arguments = parser.parse_args()
     os.environ.setdefault("AIIDA_PATH", tempfile.mkdtemp(prefix="lmlp-bench-"))
     results = []
     for kind in arguments.profiles:
-        run = overhead(kind) if arguments.what == "overhead" else fifty(kind, arguments.workers)
+        run = overhead(kind, arguments.job_poll) if arguments.what == "overhead" else fifty(kind, arguments.workers)
         print(json.dumps(run))
         results.append(run)
-    out = RESULTS / ("campaign_overhead.json" if arguments.what == "overhead" else "labelling_fifty.json")
+    stem = f"campaign_overhead_poll{arguments.job_poll:g}" if arguments.what == "overhead" else "labelling_fifty"
+    out = RESULTS / f"{stem}.json"
     command = f"python benchmarks/campaign_overhead.py {arguments.what} --profiles {' '.join(arguments.profiles)}"
     if arguments.what == "fifty":
         command += f" --workers {arguments.workers}"
+    else:
+        command += f" --job-poll {arguments.job_poll:g}"
     out.write_text(
         json.dumps(
             {

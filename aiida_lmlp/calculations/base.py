@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiida import engine
+from aiida.common import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
 from ase.io import write
 
@@ -41,3 +42,17 @@ class LmlpCalcJob(engine.CalcJob):
             invalidates_cache=True,
             message="lmlp stopped without finishing its output (crash or kill): {message}",
         )
+
+    def calcinfo(self, arguments: list[str], retrieve: list[str], local_copies: list | None = None) -> CalcInfo:
+        """One ``lmlp`` command with ``arguments``; stdout/stderr captured and retrieved with ``retrieve``."""
+        codeinfo = CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = [str(a) for a in arguments]
+        codeinfo.stdout_name = self.STDOUT
+        codeinfo.stderr_name = self.STDERR
+        calcinfo = CalcInfo()
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.local_copy_list = list(local_copies or [])
+        calcinfo.remote_copy_list = []
+        calcinfo.retrieve_list = [*retrieve, self.STDOUT, self.STDERR]
+        return calcinfo

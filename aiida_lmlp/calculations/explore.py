@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 from aiida import orm
-from aiida.common import CalcInfo, CodeInfo
+from aiida.common import CalcInfo
 from aiida.common.folders import Folder
 
 from aiida_lmlp.data.dataset import LmlpDatasetData
@@ -92,26 +92,8 @@ class LmlpExploreCalculation(LmlpCalcJob):
         with folder.open(self.PROTOCOL, "w", encoding="utf-8") as handle:
             yaml.safe_dump(protocol, handle, sort_keys=True)
         potential = self.inputs.potential
-        codeinfo = CodeInfo()
-        codeinfo.code_uuid = self.inputs.code.uuid
-        codeinfo.cmdline_params = [
-            "explore",
-            "--model",
-            self.MODEL,
-            "--structures",
-            self.START,
-            "--protocol",
-            self.PROTOCOL,
-            "--out",
-            self.VISITED,
-            "--summary",
-            self.SUMMARY,
-        ]
-        codeinfo.stdout_name = self.STDOUT
-        codeinfo.stderr_name = self.STDERR
-        calcinfo = CalcInfo()
-        calcinfo.codes_info = [codeinfo]
-        calcinfo.local_copy_list = [(potential.uuid, potential.filename, self.MODEL)]
-        calcinfo.remote_copy_list = []
-        calcinfo.retrieve_list = [self.VISITED, self.SUMMARY, self.STDOUT, self.STDERR]
-        return calcinfo
+        arguments = ["explore", "--model", self.MODEL, "--structures", self.START, "--protocol", self.PROTOCOL]
+        arguments += ["--out", self.VISITED, "--summary", self.SUMMARY]
+        return self.calcinfo(
+            arguments, [self.VISITED, self.SUMMARY], [(potential.uuid, potential.filename, self.MODEL)]
+        )

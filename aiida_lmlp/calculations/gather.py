@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiida.common import CalcInfo, CodeInfo
+from aiida.common import CalcInfo
 from aiida.common.folders import Folder
 
 from aiida_lmlp.data.dataset import LmlpDatasetData
@@ -62,14 +62,4 @@ class LmlpGatherCalculation(LmlpCalcJob):
             write_dataset(folder, name, self.inputs.datasets[key])
             arguments += ["--data", name]
         arguments += ["--out", self.MODEL]
-        codeinfo = CodeInfo()
-        codeinfo.code_uuid = self.inputs.code.uuid
-        codeinfo.cmdline_params = arguments
-        codeinfo.stdout_name = self.STDOUT
-        codeinfo.stderr_name = self.STDERR
-        calcinfo = CalcInfo()
-        calcinfo.codes_info = [codeinfo]
-        calcinfo.local_copy_list = copies
-        calcinfo.remote_copy_list = []
-        calcinfo.retrieve_list = [self.MODEL, self.STDOUT, self.STDERR]
-        return calcinfo
+        return self.calcinfo(arguments, [self.MODEL], copies)

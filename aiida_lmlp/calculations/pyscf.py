@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from aiida import orm
-from aiida.common import CalcInfo, CodeInfo
+from aiida.common import CalcInfo
 from aiida.common.folders import Folder
 
 from aiida_lmlp.data.dataset import LmlpDatasetData
@@ -89,24 +89,6 @@ class PyscfCalculation(LmlpCalcJob):
         parameters = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
         with folder.open(self.PARAMETERS, "w", encoding="utf-8") as handle:
             json.dump(parameters, handle, indent=1, sort_keys=True)
-        codeinfo = CodeInfo()
-        codeinfo.code_uuid = self.inputs.code.uuid
-        codeinfo.cmdline_params = [
-            "label-pyscf",
-            "--structures",
-            self.STRUCTURES,
-            "--parameters",
-            self.PARAMETERS,
-            "--out",
-            self.LABELLED,
-            "--status",
-            self.STATUS,
-        ]
-        codeinfo.stdout_name = self.STDOUT
-        codeinfo.stderr_name = self.STDERR
-        calcinfo = CalcInfo()
-        calcinfo.codes_info = [codeinfo]
-        calcinfo.local_copy_list = []
-        calcinfo.remote_copy_list = []
-        calcinfo.retrieve_list = [self.LABELLED, self.STATUS, self.STDOUT, self.STDERR]
-        return calcinfo
+        arguments = ["label-pyscf", "--structures", self.STRUCTURES, "--parameters", self.PARAMETERS]
+        arguments += ["--out", self.LABELLED, "--status", self.STATUS]
+        return self.calcinfo(arguments, [self.LABELLED, self.STATUS])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 from aiida import orm
-from aiida.common import CalcInfo, CodeInfo
+from aiida.common import CalcInfo
 from aiida.common.folders import Folder
 
 from aiida_lmlp.data.dataset import LmlpDatasetData
@@ -137,21 +137,12 @@ class LmlpTrainCalculation(LmlpCalcJob):
         with folder.open(self.CONFIG, "w", encoding="utf-8") as handle:
             yaml.safe_dump(parameters, handle, sort_keys=True)
         arguments += ["--config", self.CONFIG, "--out", self.MODEL]
-        calcinfo = CalcInfo()
-        calcinfo.local_copy_list = []
+        copies = []
         if "parent_potential" in self.inputs:
             parent = self.inputs.parent_potential
-            calcinfo.local_copy_list.append((parent.uuid, parent.filename, self.PARENT))
+            copies.append((parent.uuid, parent.filename, self.PARENT))
             arguments += ["--continue-from", self.PARENT]
             if "member_block" in self.inputs:
                 start, stop = self.inputs.member_block.get_list()
                 arguments += ["--member-block", f"{start}:{stop}"]
-        codeinfo = CodeInfo()
-        codeinfo.code_uuid = self.inputs.code.uuid
-        codeinfo.cmdline_params = arguments
-        codeinfo.stdout_name = self.STDOUT
-        codeinfo.stderr_name = self.STDERR
-        calcinfo.codes_info = [codeinfo]
-        calcinfo.remote_copy_list = []
-        calcinfo.retrieve_list = [self.MODEL, self.METRICS, self.STDOUT, self.STDERR]
-        return calcinfo
+        return self.calcinfo(arguments, [self.MODEL, self.METRICS], copies)

@@ -44,3 +44,16 @@ class LmlpParser(Parser):
     def tempdir() -> tempfile.TemporaryDirectory:
         """A scratch folder for files that must be read from a path."""
         return tempfile.TemporaryDirectory(prefix="aiida-lmlp-parser-")
+
+    def read_potential(self, name: str):
+        """``(LmlpPotentialData, None)`` from the retrieved model file ``name``, or ``(None, exit code)``."""
+        from aiida_lmlp.data.potential import LmlpPotentialData
+        from aiida_lmlp.potential.errors import ModelFileError
+
+        if not self.has_file(name):
+            return None, self.exit_codes.ERROR_MISSING_MODEL
+        with self.tempdir() as folder:
+            try:
+                return LmlpPotentialData(self.copy_out(name, folder)), None
+            except ModelFileError as error:
+                return None, self.exit_codes.ERROR_CORRUPT_MODEL.format(message=str(error))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from aiida_lmlp.calculations.gather import LmlpGatherCalculation as Calc
-from aiida_lmlp.data.potential import LmlpPotentialData
-from aiida_lmlp.potential.errors import ModelFileError
 
 from .base import LmlpParser
 
@@ -19,12 +17,8 @@ class LmlpGatherParser(LmlpParser):
         message = self.error_message(Calc.STDERR)
         if message:
             return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
-        if not self.has_file(Calc.MODEL):
-            return self.exit_codes.ERROR_MISSING_MODEL
-        with self.tempdir() as folder:
-            try:
-                potential = LmlpPotentialData(self.copy_out(Calc.MODEL, folder))
-            except ModelFileError as error:
-                return self.exit_codes.ERROR_CORRUPT_MODEL.format(message=str(error))
+        potential, failure = self.read_potential(Calc.MODEL)
+        if failure is not None:
+            return failure
         self.out("potential", potential)
         return None

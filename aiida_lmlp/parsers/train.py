@@ -9,8 +9,6 @@ import numpy as np
 from aiida import orm
 
 from aiida_lmlp.calculations.train import LmlpTrainCalculation as Calc
-from aiida_lmlp.data.potential import LmlpPotentialData
-from aiida_lmlp.potential.errors import ModelFileError
 
 from .base import LmlpParser
 
@@ -62,13 +60,9 @@ class LmlpTrainParser(LmlpParser):
             return self.exit_codes.ERROR_NO_USABLE_DATA.format(message=self._report_line() or message)
         if message:
             return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
-        if not self.has_file(Calc.MODEL):
-            return self.exit_codes.ERROR_MISSING_MODEL
-        with self.tempdir() as folder:
-            try:
-                potential = LmlpPotentialData(self.copy_out(Calc.MODEL, folder))
-            except ModelFileError as error:
-                return self.exit_codes.ERROR_CORRUPT_MODEL.format(message=str(error))
+        potential, failure = self.read_potential(Calc.MODEL)
+        if failure is not None:
+            return failure
         self.out("potential", potential)
 
         lines = [json.loads(line) for line in self.read_text(Calc.METRICS).splitlines() if line.strip()]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import tempfile
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .errors import ModelFileError
+from .model_header import parse_header
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "content_sha256", "read_model_file", "write_model_file"]
 
@@ -78,20 +78,6 @@ def write_model_file(path: str | os.PathLike, config: dict, tensors: dict[str, t
     return sha
 
 
-def _header(data: bytes, path: Path) -> dict:
-    if len(data) < 8:
-        raise ModelFileError(f"model file {path} is truncated: {len(data)} bytes, not even a header")
-    (length,) = struct.unpack("<Q", data[:8])
-    if length > len(data) - 8:
-        raise ModelFileError(
-            f"model file {path} is truncated: the header announces {length} bytes, {len(data) - 8} remain"
-        )
-    try:
-        return json.loads(data[8 : 8 + length])
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFileError(f"model file {path} has a corrupt header: {error}") from None
-
-
 def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], str]:
     """Read and verify a model file; returns ``(config, tensors, content_sha256)``.
 
@@ -102,7 +88,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     data = path.read_bytes()
-    metadata = _header(data, path).get("__metadata__") or {}
+    metadata = parse_header(data, path).get("__metadata__") or {}
     if metadata.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not an aiida-lmlp model file (format {metadata.get('format')!r})")
     version = metadata.get("format_version")

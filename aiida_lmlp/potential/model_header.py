@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import ModelFileError
 
-__all__ = ["ModelHeader", "read_model_header"]
+__all__ = ["ModelHeader", "parse_header", "read_model_header"]
 
 FORMAT = "aiida-lmlp-model"
 FORMAT_VERSION = "1"
@@ -55,7 +55,8 @@ class ModelHeader:
         return bool(self.config.get("training"))
 
 
-def _parse_header(data: bytes, path: Path) -> dict:
+def parse_header(data: bytes, path: Path) -> dict:
+    """The JSON header of a safetensors file's bytes; :class:`ModelFileError` if truncated or corrupt."""
     if len(data) < 8:
         raise ModelFileError(f"model file {path} is truncated: {len(data)} bytes, not even a header")
     (length,) = struct.unpack("<Q", data[:8])
@@ -79,7 +80,7 @@ def read_model_header(path: str | os.PathLike) -> ModelHeader:
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     data = path.read_bytes()
-    header = _parse_header(data, path)
+    header = parse_header(data, path)
     metadata = header.pop("__metadata__", None) or {}
     if metadata.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not an aiida-lmlp model file (format {metadata.get('format')!r})")

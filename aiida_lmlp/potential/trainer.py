@@ -16,7 +16,6 @@ from its last checkpoint ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -31,6 +30,7 @@ from ase import Atoms
 from .adaptive_selection import AdaptiveSelection, SelectionSettings
 from .ensemble import Ensemble
 from .kalman import ExtendedKalmanFilter, covariance_bytes, kalman_parameter_blocks
+from .labels import conformation_id
 from .paper_core import PaperCoRe, core_parameter_groups
 from .training_batch import (
     PreparedBatch,
@@ -124,20 +124,6 @@ def make_optimizer(model: Ensemble, config: dict) -> torch.optim.Optimizer | Ext
     lr = config["baseline_lr"][name]
     params = list(model.networks.parameters())
     return {"adam": torch.optim.Adam, "rprop": torch.optim.Rprop, "sgd": torch.optim.SGD}[name](params, lr=lr)
-
-
-def conformation_id(atoms: Atoms) -> str:
-    """Content hash of a labelled conformation: elements, positions, cell, pbc, energy and forces."""
-    digest = hashlib.sha256()
-    digest.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    digest.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
-    digest.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
-    digest.update(np.asarray(atoms.pbc, dtype=np.bool_).tobytes())
-    energy, forces = reference_label(atoms, "energy"), reference_label(atoms, "forces")
-    digest.update(np.float64(energy if energy is not None else np.nan).tobytes())
-    if forces is not None:
-        digest.update(np.ascontiguousarray(forces, dtype=np.float64).tobytes())
-    return digest.hexdigest()[:32]
 
 
 @dataclass
