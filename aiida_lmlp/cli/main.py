@@ -297,5 +297,10 @@ main.add_command(_models_group)
 main.add_command(_quickstart_command)
 
 
+from aiida_lmlp.cli.report import report as _report_command  # noqa: E402
+
+main.add_command(_report_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -92,7 +92,7 @@ def test_summary_counts_equal_the_work_chain_report(campaign, report):
     expected = results["report"].get_dict()
     text = report.summary.read_text(encoding="utf-8")
     assert f"stop reason      {results['stop_reason'].value}" in text
-    assert f"DFT used         {expected['dft_used']} structures submitted (budget 40)" in text
+    assert f"DFT used         {expected['dft_used']} structures submitted for labelling (budget 40)" in text
     labelled = sum(d.count for d in results["labelled"].values())
     assert f"labelled         {labelled} conformations in {len(results['labelled'])} dataset(s)" in text
     assert f"dropped          {len(results['dropped'].get_list())} structures" in text
