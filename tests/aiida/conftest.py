@@ -67,3 +67,27 @@ def sn2_dataset(aiida_profile, sn2_frames):
     from aiida_lmlp.data import LmlpDatasetData
 
     return LmlpDatasetData.from_atoms(sn2_frames[:40], label_method="PBE/def2-SVP RI-J (PySCF)").store()
+
+
+SMALL_CAMPAIGN = "small-campaign"
+
+
+@pytest.fixture(scope="session")
+def small_campaign(lmlp_code):
+    """One real campaign shared by the campaign, registry and report tests (about 100 s).
+
+    9 initial Cl⁻ + CH3Cl geometries (the last one impossible to label), HF/STO-3G labels,
+    2 members, 2 iterations: see ``campaign_inputs.py``. Returns ``(outputs, node)``.
+    """
+    from aiida import orm
+    from aiida.engine import run_get_node
+
+    from aiida_lmlp.workflows.lifelong import LifelongWorkChain
+
+    from .campaign_inputs import campaign_inputs, initial_structures
+
+    structures = initial_structures(count=9, impossible=1)
+    inputs = campaign_inputs(lmlp_code("lmlp.train"), structures, campaign=orm.Str(SMALL_CAMPAIGN))
+    results, node = run_get_node(LifelongWorkChain, **inputs)
+    assert node.is_finished_ok, node.exit_message
+    return results, node

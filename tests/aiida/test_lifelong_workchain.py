@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from aiida import orm
-from aiida.engine import run_get_node
 
 from aiida_lmlp import registry
-from aiida_lmlp.workflows.lifelong import LifelongWorkChain
 
-from .campaign_inputs import campaign_inputs, initial_structures
+from .conftest import SMALL_CAMPAIGN
 
 
 @pytest.fixture(scope="module")
-def campaign(lmlp_code, aiida_profile):
-    structures = initial_structures(count=9, impossible=1)
-    inputs = campaign_inputs(lmlp_code("lmlp.train"), structures, campaign=orm.Str("test-campaign"))
-    results, node = run_get_node(LifelongWorkChain, **inputs)
-    assert node.is_finished_ok, node.exit_message
-    return results, node
+def campaign(small_campaign):
+    """The shared small campaign (tests/aiida/conftest.py)."""
+    return small_campaign
 
 
 def test_campaign_learns_lifelong_and_registers_every_version(campaign):
@@ -26,7 +20,7 @@ def test_campaign_learns_lifelong_and_registers_every_version(campaign):
     report = results["report"].get_dict()
     assert results["stop_reason"].value in ("max_iterations", "converged", "dft_budget")
     assert report["stop_reason"] == results["stop_reason"].value
-    versions = registry.list_versions("test-campaign")
+    versions = registry.list_versions(SMALL_CAMPAIGN)
     assert [v["version"] for v in versions] == list(range(len(versions))) and len(versions) >= 1
     # lifelong: every later version continues its parent (epochs add up, never from scratch)
     for older, newer in zip(versions, versions[1:]):
@@ -72,9 +66,9 @@ def test_lineage_reaches_the_dft_calculations(campaign):
 def test_diff_and_export(campaign, tmp_path):
     from ase.io import read
 
-    versions = registry.list_versions("test-campaign")
-    first = registry.get_version("test-campaign", 0)
-    latest = registry.get_version("test-campaign", -1)
+    versions = registry.list_versions(SMALL_CAMPAIGN)
+    first = registry.get_version(SMALL_CAMPAIGN, 0)
+    latest = registry.get_version(SMALL_CAMPAIGN, -1)
     difference = registry.diff_versions(first, latest)
     assert difference["conformations_new"] == difference["conformations_old"] + len(difference["added"])
     assert not difference["removed"]
@@ -82,3 +76,21 @@ def test_diff_and_export(campaign, tmp_path):
     frames = read(data, ":")
     assert len(frames) == registry.training_state(latest)["ids"].__len__()
     assert model.stat().st_size > 0 and versions[-1]["dataset_size"] >= len(frames)
+
+
+def test_a_querybuilder_path_leads_from_the_latest_version_to_its_dft_calculations(campaign):
+    from aiida import orm
+
+    from aiida_lmlp.calculations import LmlpTrainCalculation, PyscfCalculation
+    from aiida_lmlp.data import LmlpDatasetData, LmlpPotentialData
+
+    results, _ = campaign
+    query = orm.QueryBuilder()
+    query.append(LmlpPotentialData, filters={"id": results["potential"].pk}, tag="version")
+    query.append(LmlpTrainCalculation, with_outgoing="version", tag="training")
+    query.append(LmlpDatasetData, with_outgoing="training", tag="data")
+    query.append(PyscfCalculation, with_outgoing="data", project="id")
+    found = set(query.all(flat=True))
+    # the latest version was trained on data labelled by PySCF jobs of the campaign
+    lineage = {row["pk"] for row in registry.lineage(results["potential"])["dft_calculations"]}
+    assert found and found <= lineage

@@ -7,25 +7,19 @@ import re
 import numpy as np
 import pytest
 from aiida import orm
-from aiida.engine import run_get_node
 
 from aiida_lmlp import registry
-from aiida_lmlp.workflows.lifelong import LifelongWorkChain
 
-from .campaign_inputs import campaign_inputs, initial_structures
+from .conftest import SMALL_CAMPAIGN
 
-NAME = "report-test"
+NAME = SMALL_CAMPAIGN
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def campaign(lmlp_code, aiida_profile):
-    """The campaign ``report-test``: 9 initial structures (one impossible to label), 2 iterations."""
-    structures = initial_structures(count=9, impossible=1)
-    inputs = campaign_inputs(lmlp_code("lmlp.train"), structures, campaign=orm.Str(NAME))
-    results, node = run_get_node(LifelongWorkChain, **inputs)
-    assert node.is_finished_ok, node.exit_message
-    return results, node
+def campaign(small_campaign):
+    """The shared small campaign (tests/aiida/conftest.py)."""
+    return small_campaign
 
 
 @pytest.fixture(scope="module")
