@@ -117,6 +117,9 @@ def overhead(kind: str, job_poll: float) -> dict:
     name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
     create_profile(kind, name, Path(os.environ["AIIDA_PATH"]))
     try:
+        from aiida.manage.configuration import reset_config
+
+        reset_config()  # the profile was made by a verdi subprocess: re-read the configuration
         load_profile(name, allow_switch=True)
         from aiida import orm
 
@@ -181,6 +184,9 @@ def fifty(kind: str, workers: int) -> dict:
     create_profile(kind, name, Path(os.environ["AIIDA_PATH"]))
     try:
         verdi("daemon", "start", str(workers), "--timeout", "60", profile=name)
+        from aiida.manage.configuration import reset_config
+
+        reset_config()  # the profile was made by a verdi subprocess: re-read the configuration
         load_profile(name, allow_switch=True)
         frames = read(ROOT / "workflows" / "cl_ch3cl_start.extxyz", ":")
         code = orm.load_code("lmlp@localhost")
@@ -242,7 +248,12 @@ def main() -> None:
         run = overhead(kind, arguments.job_poll) if arguments.what == "overhead" else fifty(kind, arguments.workers)
         print(json.dumps(run))
         results.append(run)
-    stem = f"campaign_overhead_poll{arguments.job_poll:g}" if arguments.what == "overhead" else "labelling_fifty"
+    profiles = "_".join(arguments.profiles)
+    stem = (
+        f"campaign_overhead_{profiles}_poll{arguments.job_poll:g}"
+        if arguments.what == "overhead"
+        else f"labelling_fifty_{profiles}"
+    )
     out = RESULTS / f"{stem}.json"
     command = f"python benchmarks/campaign_overhead.py {arguments.what} --profiles {' '.join(arguments.profiles)}"
     if arguments.what == "fifty":
