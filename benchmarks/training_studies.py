@@ -15,7 +15,7 @@ Studies:
 * ``a``: SGD, RPROP, Adam and CoRe at the paper's networks (102-61-44), and all five optimisers
   (with the extended Kalman filter) at a small network (``--small-hidden``, default one hidden
   layer of 8) where the Kalman covariance blocks fit; the EKF row runs ``--ekf-epochs``
-  epochs only (each epoch is 81 conformations × 3 sequential filter updates per member) and is
+  epochs only (each epoch is 72 conformations × 3 sequential filter updates per member) and is
   compared with the others at the same epoch from their learning curves.
 * ``b``: CoRe with adaptive vs random selection (10 members), plus a long run of
   ``--long-members`` members for ``--long-epochs`` (default 2000, the paper's) epochs each for
@@ -613,7 +613,7 @@ def findings(study: str, table: dict, runs: list[dict]) -> dict:
                     _change(adaptive[f"{part}_F"][0], random[f"{part}_F"][0]),
                 ]
         adaptive, random = row("core", long=True), row("core/random", long=True)
-        if adaptive and random and adaptive["epochs"] > row("core")["epochs"]:
+        if adaptive and random and adaptive["epochs"] == random["epochs"] > row("core")["epochs"]:
             out["long_epochs"] = adaptive["epochs"]
             for part in ("individual_test", "individual_holdout"):
                 out[f"long_adaptive_vs_random_{part}_percent"] = [
@@ -678,6 +678,7 @@ def plot(study: str, runs: list[dict], path: Path) -> None:
             ax.set_xlabel("epoch")
             ax.set_ylabel(("energy RMSE / meV atom$^{-1}$", "force RMSE / meV Å$^{-1}$")[k])
             ax.set_title("ensemble, hold-out (≤2 members: individual test)")
+            ax.set_ylim(top=min(ax.get_ylim()[1], 1e4))  # diverged runs off the scale
         axes[0].legend(fontsize=7)
         if study == "b":
             ax = axes[2]
@@ -835,7 +836,7 @@ def main(argv=None) -> None:
         log(f"resuming: {len(done)} runs kept from the JSON files in {args.out}")
     header = {
         "command": command,
-        "commands": [*commands, command],
+        "commands": commands if command in commands else [*commands, command],
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
         "dtype": args.dtype,
