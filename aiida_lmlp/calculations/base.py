@@ -43,8 +43,20 @@ class LmlpCalcJob(engine.CalcJob):
             message="lmlp stopped without finishing its output (crash or kill): {message}",
         )
 
-    def calcinfo(self, arguments: list[str], retrieve: list[str], local_copies: list | None = None) -> CalcInfo:
-        """One ``lmlp`` command with ``arguments``; stdout/stderr captured and retrieved with ``retrieve``."""
+    def calcinfo(
+        self,
+        arguments: list[str],
+        retrieve: list[str],
+        local_copies: list | None = None,
+        retrieve_temporary: list[str] | None = None,
+    ) -> CalcInfo:
+        """One ``lmlp`` command with ``arguments``; stdout/stderr captured and retrieved with ``retrieve``.
+
+        ``retrieve_temporary``: files the parser turns into output nodes (model files, labelled or
+        visited conformations). They reach the parser in a temporary folder and are not stored a
+        second time in the ``retrieved`` folder: a model file with its training state is stored
+        once, in its ``lmlp.potential`` node. The remote folder keeps the originals.
+        """
         codeinfo = CodeInfo()
         codeinfo.code_uuid = self.inputs.code.uuid
         codeinfo.cmdline_params = [str(a) for a in arguments]
@@ -55,4 +67,5 @@ class LmlpCalcJob(engine.CalcJob):
         calcinfo.local_copy_list = list(local_copies or [])
         calcinfo.remote_copy_list = []
         calcinfo.retrieve_list = [*retrieve, self.STDOUT, self.STDERR]
+        calcinfo.retrieve_temporary_list = list(retrieve_temporary or [])
         return calcinfo

@@ -94,6 +94,5 @@ class LmlpExploreCalculation(LmlpCalcJob):
         potential = self.inputs.potential
         arguments = ["explore", "--model", self.MODEL, "--structures", self.START, "--protocol", self.PROTOCOL]
         arguments += ["--out", self.VISITED, "--summary", self.SUMMARY]
-        return self.calcinfo(
-            arguments, [self.VISITED, self.SUMMARY], [(potential.uuid, potential.filename, self.MODEL)]
-        )
+        copies = [(potential.uuid, potential.filename, self.MODEL)]
+        return self.calcinfo(arguments, [self.SUMMARY], copies, retrieve_temporary=[self.VISITED])

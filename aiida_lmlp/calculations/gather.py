@@ -62,4 +62,4 @@ class LmlpGatherCalculation(LmlpCalcJob):
             write_dataset(folder, name, self.inputs.datasets[key])
             arguments += ["--data", name]
         arguments += ["--out", self.MODEL]
-        return self.calcinfo(arguments, [self.MODEL], copies)
+        return self.calcinfo(arguments, [], copies, retrieve_temporary=[self.MODEL])

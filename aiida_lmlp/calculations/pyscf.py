@@ -91,4 +91,4 @@ class PyscfCalculation(LmlpCalcJob):
             json.dump(parameters, handle, indent=1, sort_keys=True)
         arguments = ["label-pyscf", "--structures", self.STRUCTURES, "--parameters", self.PARAMETERS]
         arguments += ["--out", self.LABELLED, "--status", self.STATUS]
-        return self.calcinfo(arguments, [self.LABELLED, self.STATUS])
+        return self.calcinfo(arguments, [self.STATUS], retrieve_temporary=[self.LABELLED])

@@ -145,4 +145,4 @@ class LmlpTrainCalculation(LmlpCalcJob):
             if "member_block" in self.inputs:
                 start, stop = self.inputs.member_block.get_list()
                 arguments += ["--member-block", f"{start}:{stop}"]
-        return self.calcinfo(arguments, [self.MODEL, self.METRICS], copies)
+        return self.calcinfo(arguments, [self.METRICS], copies, retrieve_temporary=[self.MODEL])

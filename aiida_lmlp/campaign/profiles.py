@@ -54,19 +54,14 @@ def create_profile(kind: str, name: str, workdir: Path) -> None:
             "--transport", "core.local", "--scheduler", "core.direct", "--work-dir", workdir / "work",
             profile=name,
         )  # fmt: skip
-        verdi(
-            "computer",
-            "configure",
-            "core.local",
-            "localhost",
-            "--non-interactive",
-            "--safe-interval",
-            "0",
-            profile=name,
-        )
         verdi("config", "set", "runner.poll.interval", "1", profile=name)
     else:
         raise ValueError(f"profile kind must be 'embedded' or 'production', got {kind!r}")
+    # as `lmlp quickstart` sets it (aiida_lmlp.campaign.localhost): no login shell per transport command
+    verdi(
+        "computer", "configure", "core.local", "localhost", "--non-interactive", "--safe-interval", "0",
+        "--no-use-login-shell", profile=name,
+    )  # fmt: skip
     verdi(
         "code", "create", "core.code.installed", "--non-interactive", "--label", "lmlp", "--computer", "localhost",
         "--filepath-executable", BIN / "lmlp", profile=name,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from aiida_lmlp.campaign.localhost import tune_localhost
+
 PACKAGED_SPECS = Path(__file__).resolve().parents[1] / "campaign" / "specs"
 LIFELONG = "aiida.workflows:lmlp.lifelong"
 
@@ -253,20 +255,26 @@ def _verdi(*arguments: str) -> None:
 
 
 def ensure_profile(profile_name: str | None, use_zeromq: bool):
-    """The default (or named) profile; a new embedded one (``verdi presto``) when there is none."""
+    """The default (or named) profile and whether it was made now (a new embedded one, ``verdi presto``)."""
     from aiida.manage.configuration import get_config
 
     config = get_config(create=True)
     names = config.profile_names
     if profile_name in names or (profile_name is None and config.default_profile_name):
-        return load_profile(profile_name)
+        return load_profile(profile_name), False
     click.echo("no AiiDA profile: making the embedded default with `verdi presto`")
     arguments = ["presto"] + (["--profile-name", profile_name] if profile_name else [])
     _verdi(*arguments, *(["--use-zeromq"] if use_zeromq else []))
     from aiida.manage.configuration import reset_config
 
     reset_config()
-    return load_profile(profile_name)
+    return load_profile(profile_name), True
+
+
+def _default_user():
+    from aiida import orm
+
+    return orm.User.collection.get_default()
 
 
 def ensure_localhost_code(label: str = "lmlp"):
@@ -286,10 +294,10 @@ def ensure_localhost_code(label: str = "lmlp"):
             scheduler_type="core.direct",
             workdir=str(Path(tempfile.gettempdir()) / "aiida-lmlp-work"),
         ).store()
-        computer.set_minimum_job_poll_interval(1.0)
         computer.set_default_mpiprocs_per_machine(1)
+        tune_localhost(computer)
     if not computer.is_configured:
-        computer.configure(safe_interval=0.0)
+        tune_localhost(computer)
     try:
         return orm.load_code(f"{label}@localhost")
     except NotExistent:
@@ -342,9 +350,16 @@ def _unique_name(base: str) -> str:
 @click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for the campaign.")
 def quickstart(profile_name, use_zeromq, timeout):
     """Set up the embedded profile if needed, run the quickstart campaign in the daemon, print its versions."""
-    profile = ensure_profile(profile_name, use_zeromq)
+    profile, made = ensure_profile(profile_name, use_zeromq)
     click.echo(f"profile {profile.name}: storage {profile.storage_backend}, broker {profile.process_control_backend}")
-    ensure_localhost_code()
+    code = ensure_localhost_code()
+    if made:  # presto's localhost: a login shell per transport command, polls once a second
+        tune_localhost(code.computer)
+    elif code.computer.get_authinfo(_default_user()).get_auth_params().get("use_login_shell", True):
+        click.echo(
+            "tip: localhost runs every scheduler command in a login shell; "
+            "`verdi computer configure core.local localhost --no-use-login-shell` makes campaigns here faster"
+        )
     enable_dft_caching(profile)
     ensure_daemon()
     name = _unique_name("quickstart")

@@ -52,6 +52,10 @@ HARTREE_PER_BOHR = units.Hartree / units.Bohr  # eV/Å per Hartree/Bohr
 _STALE_LABELS = ("energy", "free_energy", "forces", "stress", "energies", "magmom", "magmoms", "dipole", "charges")
 
 
+SECOND_ORDER_MAX_CYCLE = 50
+"""Macro cycles of the second-order fallback (PySCF's default for its Newton solver)."""
+
+
 class ParameterError(ValueError):
     """Invalid labelling parameters; the message names the offending key."""
 
@@ -102,6 +106,10 @@ class PyscfParameters:
     """First SCF cycle that uses DIIS (PySCF's default 1)."""
     level_shift: float = 0.0
     """Virtual-orbital level shift (Eh) ≥ 0."""
+    second_order: bool = True
+    """When DIIS has not converged after ``max_cycle`` cycles, go on from its last orbitals with
+    PySCF's second-order (Newton, CIAH) solver, for up to 50 macro cycles, before
+    reporting ``not_converged``: the usual PySCF remedy, much cheaper than a new job."""
     grid_level: int = 3
     """PySCF DFT integration grid level, 0 (coarse) to 9 (fine); ignored for HF."""
     max_memory: float = 2000
@@ -193,6 +201,8 @@ class PyscfParameters:
             fail("damping", "must be a number with 0 ≤ damping < 1")
         if self.damping > 0 and self.diis_start_cycle < 3:
             fail("damping", "acts only in the cycles before DIIS starts: set diis_start_cycle ≥ 3 as well")
+        if not isinstance(self.second_order, bool):
+            fail("second_order", "must be true or false")
         if not _is_number(self.level_shift) or self.level_shift < 0:
             fail("level_shift", "must be a number ≥ 0 (Eh)")
         if not _is_int(self.grid_level) or not 0 <= self.grid_level <= 9:
@@ -221,6 +231,8 @@ class SinglePointResult:
     """Spin multiplicity used."""
     seconds: float = 0.0
     """Wall time of the SCF and gradient (s)."""
+    second_order_cycles: int = 0
+    """Macro cycles of the second-order solver after DIIS gave up (0: DIIS converged or none ran)."""
 
 
 def _integer_info(atoms: Atoms, key: str, default: int) -> int:
@@ -301,6 +313,16 @@ def _run_pyscf(atoms: Atoms, parameters: PyscfParameters, charge: int, multiplic
     mf.max_memory = parameters.max_memory
     mf.verbose = 0
     e_tot = mf.kernel()
+    cycles, newton_cycles = int(getattr(mf, "cycles", 0)), 0
+    if not mf.converged and parameters.second_order:
+        diis = mf
+        mf = diis.newton()
+        mf.max_cycle = SECOND_ORDER_MAX_CYCLE  # the copy would inherit DIIS's max_cycle
+        mf.verbose = 0
+        macro_cycles = []
+        mf.callback = macro_cycles.append  # called once per macro cycle (the solver keeps no count)
+        e_tot = mf.kernel(diis.mo_coeff, diis.mo_occ)
+        newton_cycles = len(macro_cycles)
     forces = None
     if mf.converged:
         gradient = mf.nuc_grad_method()
@@ -310,10 +332,11 @@ def _run_pyscf(atoms: Atoms, parameters: PyscfParameters, charge: int, multiplic
         energy=float(e_tot) * HARTREE,
         forces=forces,
         converged=bool(mf.converged),
-        cycles=int(getattr(mf, "cycles", 0)),
+        cycles=cycles,
         charge=charge,
         multiplicity=multiplicity,
         seconds=time.perf_counter() - start,
+        second_order_cycles=newton_cycles,
     )
 
 
@@ -449,6 +472,7 @@ def _labelled_frame(atoms: Atoms, index: int, result: SinglePointResult, method:
         index=index,
         method=method,
         scf_cycles=result.cycles,
+        second_order_cycles=result.second_order_cycles,
         seconds=seconds,
     )
     frame.arrays["forces"] = np.asarray(result.forces, dtype=float)
@@ -482,13 +506,16 @@ def label_structures(
         record["seconds"] = round(time.perf_counter() - start, 3)
         if result is not None:
             record["scf_cycles"] = result.cycles
+            if result.second_order_cycles:
+                record["second_order_cycles"] = result.second_order_cycles
             if result.converged:
                 record.update(status="converged", energy=result.energy)
                 frame = _labelled_frame(atoms, index, result, method, record["seconds"])
             else:
                 record["status"] = "not_converged"
+                newton = f" + {result.second_order_cycles} second-order" if result.second_order_cycles else ""
                 record["message"] = (
-                    f"SCF not converged in {result.cycles} cycles (max_cycle {parameters.max_cycle}, "
+                    f"SCF not converged in {result.cycles}{newton} cycles (max_cycle {parameters.max_cycle}, "
                     f"conv_tol {parameters.conv_tol:g} Eh); last energy {result.energy:.6f} eV"
                 )
         recorder.record(record, frame)

@@ -13,20 +13,47 @@ __all__ = ["LmlpParser"]
 
 
 class LmlpParser(Parser):
-    """Base of the ``lmlp`` parsers."""
+    """Base of the ``lmlp`` parsers.
+
+    Files come from the temporary retrieval folder (the payloads the calculation lists in
+    ``retrieve_temporary_list``) or from the ``retrieved`` folder; subclasses implement
+    :meth:`parse_files` and read through :meth:`has_file`, :meth:`read_text` and :meth:`path_of`.
+    """
+
+    temporary: Path | None = None
+
+    def parse(self, **kwargs):
+        """Note the temporary folder (if the engine gave one) and parse."""
+        folder = kwargs.get("retrieved_temporary_folder")
+        self.temporary = Path(folder) if folder else None
+        return self.parse_files()
+
+    def parse_files(self):
+        """Attach the outputs; return an exit code or None."""
+        raise NotImplementedError
+
+    def _temporary_file(self, name: str) -> Path | None:
+        path = self.temporary / name if self.temporary is not None else None
+        return path if path is not None and path.is_file() else None
 
     def has_file(self, name: str) -> bool:
-        """True when ``name`` was retrieved."""
-        return name in self.retrieved.base.repository.list_object_names()
+        """True when ``name`` was retrieved (temporarily or into ``retrieved``)."""
+        return self._temporary_file(name) is not None or name in self.retrieved.base.repository.list_object_names()
 
     def read_text(self, name: str) -> str:
         """A retrieved file as text ('' if it was not retrieved)."""
-        if not self.has_file(name):
+        temporary = self._temporary_file(name)
+        if temporary is not None:
+            return temporary.read_text(encoding="utf-8")
+        if name not in self.retrieved.base.repository.list_object_names():
             return ""
         return self.retrieved.base.repository.get_object_content(name, mode="r")
 
-    def copy_out(self, name: str, folder: str | os.PathLike) -> Path:
-        """Copy a retrieved file into ``folder`` (for readers that need a path)."""
+    def path_of(self, name: str, folder: str | os.PathLike) -> Path:
+        """A path to the retrieved file ``name``: the temporary file itself, or a copy in ``folder``."""
+        temporary = self._temporary_file(name)
+        if temporary is not None:
+            return temporary
         target = Path(folder) / name
         with self.retrieved.base.repository.open(name, mode="rb") as source, open(target, "wb") as handle:
             shutil.copyfileobj(source, handle)
@@ -54,6 +81,6 @@ class LmlpParser(Parser):
             return None, self.exit_codes.ERROR_MISSING_MODEL
         with self.tempdir() as folder:
             try:
-                return LmlpPotentialData(self.copy_out(name, folder)), None
+                return LmlpPotentialData(self.path_of(name, folder)), None
             except ModelFileError as error:
                 return None, self.exit_codes.ERROR_CORRUPT_MODEL.format(message=str(error))

@@ -18,7 +18,7 @@ __all__ = ["LmlpExploreParser"]
 class LmlpExploreParser(LmlpParser):
     """Outputs ``visited`` and ``summary``; exit codes of :class:`LmlpExploreCalculation`."""
 
-    def parse(self, **kwargs):
+    def parse_files(self):
         """Read visited.extxyz and summary.json of ``lmlp explore``."""
         message = self.error_message(Calc.STDERR)
         if message and not self.has_file(Calc.SUMMARY):
@@ -28,7 +28,7 @@ class LmlpExploreParser(LmlpParser):
             potential = self.node.inputs.potential
             with self.tempdir() as folder:
                 # read_visited keeps every complete frame of a file cut off by a killed run
-                frames = read_visited(self.copy_out(Calc.VISITED, folder))
+                frames = read_visited(self.path_of(Calc.VISITED, folder))
             if frames:
                 visited = LmlpDatasetData.from_atoms(
                     frames, label_method=f"lmlp prediction ({potential.content_sha256[:12]})", source="visited.extxyz"

@@ -12,7 +12,7 @@ __all__ = ["LmlpGatherParser"]
 class LmlpGatherParser(LmlpParser):
     """Output ``potential``; exit codes of :class:`LmlpGatherCalculation`."""
 
-    def parse(self, **kwargs):
+    def parse_files(self):
         """Read the gathered model file."""
         message = self.error_message(Calc.STDERR)
         if message:

@@ -35,7 +35,7 @@ def read_status(text: str) -> tuple[dict | None, list[dict], dict | None]:
 class LmlpPyscfParser(LmlpParser):
     """Outputs ``labelled``, ``failed`` and ``output_parameters``; exit codes of :class:`PyscfCalculation`."""
 
-    def parse(self, **kwargs):
+    def parse_files(self):
         """Read status.jsonl and labelled.extxyz of ``lmlp label-pyscf``."""
         message = self.error_message(Calc.STDERR)
         start, records, final = read_status(self.read_text(Calc.STATUS))
@@ -48,7 +48,7 @@ class LmlpPyscfParser(LmlpParser):
         labelled = None
         if self.has_file(Calc.LABELLED) and self.read_text(Calc.LABELLED).strip():
             with self.tempdir() as folder:
-                path = self.copy_out(Calc.LABELLED, folder)
+                path = self.path_of(Calc.LABELLED, folder)
                 labelled = LmlpDatasetData.from_extxyz(path, source=f"lmlp.pyscf<{self.node.pk}> output")
             self.out("labelled", labelled)
         attempted = {r["index"] for r in records}

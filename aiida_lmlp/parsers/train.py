@@ -53,7 +53,7 @@ def _expected_epoch(node) -> int | None:
 class LmlpTrainParser(LmlpParser):
     """Outputs ``potential``, ``metrics`` and ``output_parameters``; exit codes of :class:`LmlpTrainCalculation`."""
 
-    def parse(self, **kwargs):
+    def parse_files(self):
         """Read the model file, metrics and stderr of ``lmlp train``."""
         message = self.error_message(Calc.STDERR)
         if message and "no usable training conformations" in message:

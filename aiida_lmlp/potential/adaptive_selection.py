@@ -87,6 +87,22 @@ class SelectionSettings:
         return self.p_good_max / self.n_p
 
 
+def fit_count(n_fit: int | float, n: int) -> int:
+    """Conformations to fit out of ``n``: an integer ``n_fit`` is a count, a float a fraction in (0, 1].
+
+    ``1.0`` means all of them and ``1`` one of them, as the configuration documents it.
+    """
+    if isinstance(n_fit, (bool, np.bool_)):
+        raise TypeError(f"fit_per_epoch must be a count or a fraction, got {n_fit!r}")
+    if isinstance(n_fit, (float, np.floating)):
+        if not 0 < n_fit <= 1:
+            raise ValueError(f"fit_per_epoch as a fraction must lie in (0, 1], got {n_fit!r}")
+        return min(n, max(1, int(round(float(n_fit) * n)))) if n else 0
+    if int(n_fit) < 1:
+        raise ValueError(f"fit_per_epoch as a count must be at least 1, got {n_fit!r}")
+    return min(int(n_fit), n)
+
+
 class AdaptiveSelection:
     """Selection state of one ensemble member over a stream of conformations."""
 
@@ -161,11 +177,10 @@ class AdaptiveSelection:
     def choose(self, n_fit: int | float, rng: np.random.Generator) -> np.ndarray:
         """Algorithm 1: indices of the conformations to fit this epoch.
 
-        ``n_fit`` is a count, or a fraction (< 1) of all conformations in the stream.
+        ``n_fit`` is a count (an integer) or a fraction (a float in (0, 1]) of all conformations
+        in the stream (:func:`fit_count`).
         """
-        if isinstance(n_fit, float) and n_fit < 1:
-            n_fit = int(round(n_fit * len(self.ids)))
-        n_fit = min(int(n_fit), int(self.active.sum()))
+        n_fit = min(fit_count(n_fit, len(self.ids)), int(self.active.sum()))
         n_good = int(self.p_good * n_fit)
         n_bad = n_fit - n_good
         chosen = _weighted_sample(self.bad_probabilities(), n_bad, rng)

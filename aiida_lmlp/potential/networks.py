@@ -142,3 +142,27 @@ class StackedAtomicNetworks(torch.nn.Module):
             for element, block, count in zip(self.elements, blocks, counts)
         ]
         return torch.cat(energies, dim=1).index_select(1, torch.argsort(order))
+
+    def forward_packed(self, descriptors: torch.Tensor, species: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+        """Atomic energies ``(A,)``, every atom through its own member's network: ``descriptors`` ``(A, G)``.
+
+        ``member`` ``(A,)`` says which ensemble member each atom belongs to, so members can see
+        different atoms (each its own training subsample) in one batched product per layer:
+        per element, every member's atoms are padded to the largest member's count.
+        """
+        energies = descriptors.new_zeros(descriptors.shape[0])
+        for e, element in enumerate(self.elements):
+            atoms = torch.nonzero(species == e).squeeze(1)
+            if atoms.numel() == 0:
+                continue
+            owner = member[atoms]
+            order = torch.argsort(owner, stable=True)
+            atoms, owner = atoms[order], owner[order]
+            counts = torch.bincount(owner, minlength=self.members)
+            rank = torch.arange(atoms.shape[0], device=atoms.device) - (torch.cumsum(counts, 0) - counts)[owner]
+            slots = torch.zeros(self.members, int(counts.max()), dtype=torch.long, device=atoms.device)
+            slots[owner, rank] = atoms  # padding rows reuse atom ``atoms[0]``'s descriptor and are dropped below
+            slots[counts[:, None].le(torch.arange(slots.shape[1], device=atoms.device))] = atoms[0]
+            per_member = self.networks[element](descriptors[slots])  # (M, C)
+            energies = energies.index_put((atoms,), per_member[owner, rank])
+        return energies

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from .adaptive_selection import AdaptiveSelection, SelectionSettings
+from .adaptive_selection import AdaptiveSelection, SelectionSettings, fit_count
 from .ensemble import Ensemble
 from .kalman import ExtendedKalmanFilter, covariance_bytes, kalman_parameter_blocks
 from .labels import conformation_id
@@ -35,8 +35,10 @@ from .paper_core import PaperCoRe, core_parameter_groups
 from .training_batch import (
     PreparedBatch,
     conformation_losses,
-    masked_loss_eq10,
+    gather_structures,
+    packed_loss_eq10,
     predict_batch,
+    predict_packed,
     prepare_batch,
     reference_label,
     select_structures,
@@ -328,9 +330,8 @@ class Trainer:
         selection = self.selections[m]
         n_fit = self.config["fit_per_epoch"]
         if self.config["selection"] == "random":
-            n = len(selection.ids)
-            count = int(round(n_fit * n)) if isinstance(n_fit, float) and n_fit < 1 else min(int(n_fit), n)
-            return np.sort(self.rngs[m].choice(n, size=count, replace=False))
+            count = fit_count(n_fit, len(selection.ids))
+            return np.sort(self.rngs[m].choice(len(selection.ids), size=count, replace=False))
         return selection.choose(n_fit, self.rngs[m])
 
     def train_epoch(self) -> dict:
@@ -346,31 +347,34 @@ class Trainer:
         structures_of = [
             np.array([position[self.selections[m].ids[k]] for k in chosen[m]], dtype=np.int64) for m in range(members)
         ]
-        union = np.unique(np.concatenate(structures_of)) if any(len(s) for s in structures_of) else np.zeros(0, int)
-        if union.size == 0:
+        if not any(len(s) for s in structures_of):
             raise RuntimeError("every conformation has been excluded by the adaptive selection")
-        where = {s: k for k, s in enumerate(union.tolist())}
-        mask = torch.zeros(members, len(union), dtype=torch.bool)
-        for m in range(members):
-            mask[m, [where[s] for s in structures_of[m].tolist()]] = True
-        sub = select_structures(self.batch, torch.as_tensor(union, device=self.model.device))
-        mask = mask.to(self.model.device)
+        # every member's own subsample, packed one after the other: each member evaluates only
+        # its own conformations (the cost of training the members one by one, in one batched pass)
+        packed = torch.as_tensor(np.concatenate(structures_of), device=self.model.device)
+        owner = torch.as_tensor(
+            np.repeat(np.arange(members), [len(s) for s in structures_of]), device=self.model.device
+        )
+        sub = gather_structures(self.batch, packed)
+        q = self.config["q"]
         if self.config["optimizer"] == "ekf":
-            energies, forces = predict_batch(self.model, sub)
-            energies, forces = energies.detach(), forces.detach()
-            losses = masked_loss_eq10(energies, forces, sub, mask, self.config["q"])
+            with torch.no_grad():
+                energies, forces = (x.detach() for x in predict_packed(self.model, sub, owner))
+            losses = packed_loss_eq10(energies, forces, sub, owner, members, q)
             self._kalman_epoch(structures_of)
         else:
             self.optimizer.zero_grad()
-            energies, forces = predict_batch(self.model, sub)
-            losses = masked_loss_eq10(energies, forces, sub, mask, self.config["q"])
+            energies, forces = predict_packed(self.model, sub, owner)
+            losses = packed_loss_eq10(energies, forces, sub, owner, members, q)
             losses.sum().backward()
             self.optimizer.step()
-        contributions = conformation_losses(energies.detach(), forces.detach(), sub, self.config["q"]).cpu().numpy()
+        contributions = conformation_losses(energies.detach()[None], forces.detach()[None], sub, q)[0].cpu().numpy()
+        bounds = np.cumsum([0] + [len(s) for s in structures_of])
         for m in range(members):
             if self.config["selection"] == "adaptive" and len(chosen[m]):
-                columns = [where[s] for s in structures_of[m].tolist()]
-                self.selections[m].update(chosen[m], contributions[m, columns], float(losses[m].detach()))
+                self.selections[m].update(
+                    chosen[m], contributions[bounds[m] : bounds[m + 1]], float(losses[m].detach())
+                )
         self.epoch += 1
         return {"epoch": self.epoch, "loss": losses.detach().cpu().tolist(), "fitted": [len(c) for c in chosen]}
 

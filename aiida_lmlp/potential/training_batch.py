@@ -28,8 +28,11 @@ __all__ = [
     "PreparedBatch",
     "conformation_losses",
     "loss_eq10",
+    "gather_structures",
     "masked_loss_eq10",
+    "packed_loss_eq10",
     "predict_batch",
+    "predict_packed",
     "prepare_batch",
     "reference_label",
     "select_structures",
@@ -109,6 +112,48 @@ def predict_batch(model: Ensemble, batch: PreparedBatch, *, forces: bool = True)
     return energies, force
 
 
+def predict_packed(model: Ensemble, batch: PreparedBatch, member: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energies ``(S,)`` and forces ``(A, 3)``, every structure by its own ensemble member ``member`` ``(S,)``.
+
+    The batch is typically every member's training subsample packed one after the other
+    (:func:`gather_structures`): each member evaluates only its own conformations, so an epoch
+    costs what training the members one by one would cost, in one batched pass.
+    """
+    t = batch.graph
+    radial = batch.jacobian.radial.detach().requires_grad_(True)
+    angular = batch.jacobian.angular.detach().requires_grad_(True)
+    atom_member = member[t["structure"]]
+    with torch.enable_grad():
+        descriptors = model.descriptor.values_from_sums(radial, angular)  # (A, G)
+        leaf = descriptors.detach().requires_grad_(True)
+        atomic = model.networks.forward_packed(leaf, t["species"], atom_member)  # (A,)
+        energies = atomic.new_zeros(t["n_structures"]).index_add(0, t["structure"], atomic) + batch.reference_sum
+        (d_energy,) = torch.autograd.grad(energies.sum(), leaf, create_graph=True)  # (A, G)
+        cotangents = torch.autograd.grad(descriptors, (radial, angular), grad_outputs=d_energy, create_graph=True)
+        pair_gradients = model.descriptor.pair_gradients(batch.jacobian, t, *(c[None] for c in cotangents))[0]
+        force = pair_gradients.new_zeros(t["species"].shape[0], 3)
+        force = force.index_add(0, t["centers"], pair_gradients).index_add(0, t["neighbors"], -pair_gradients)
+    return energies, force
+
+
+def packed_loss_eq10(
+    energies: torch.Tensor,
+    forces: torch.Tensor,
+    batch: PreparedBatch,
+    member: torch.Tensor,
+    members: int,
+    q: float = 10.9,
+) -> torch.Tensor:
+    """Eq. 10 per member ``(M,)`` over the structures it owns in a packed batch (see :func:`predict_packed`)."""
+    per_atom = (energies - batch.energy) / batch.n_atoms
+    count = torch.bincount(member, minlength=members).to(energies.dtype).clamp_min(1.0)
+    loss = q * q * per_atom.new_zeros(members).index_add(0, member, per_atom**2) / count
+    squared = ((forces - batch.forces) ** 2).sum(-1)  # (A,)
+    atoms = per_atom.new_zeros(members).index_add(0, member, batch.n_atoms).clamp_min(1.0)
+    force_sum = squared.new_zeros(members).index_add(0, member[batch.graph["structure"]], squared)
+    return loss + force_sum / (3.0 * atoms)
+
+
 def loss_eq10(
     energies: torch.Tensor,
     forces: torch.Tensor | None,
@@ -130,49 +175,86 @@ def loss_eq10(
     return loss
 
 
-def select_structures(batch: PreparedBatch, structures: torch.Tensor) -> PreparedBatch:
-    """The sub-batch of the given structure indices (in that order of appearance in the batch).
+def _ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Concatenated ``arange(start, start + count)`` for every (start, count), without a Python loop."""
+    total = int(counts.sum())
+    offsets = torch.cumsum(counts, 0) - counts  # where each range begins in the output
+    return torch.repeat_interleave(starts - offsets, counts, output_size=total) + torch.arange(
+        total, device=counts.device
+    )
 
-    Pairs, triplets, sums and Jacobian rows are cut and renumbered; nothing is recomputed.
+
+def _grouped(owner: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Items sorted by owner: the order, each group's start and count, and every item's rank in its group."""
+    order = torch.argsort(owner, stable=True)
+    counts = torch.bincount(owner, minlength=n_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.shape[0], device=order.device)
+    return order, starts, counts, rank - starts[owner]
+
+
+def gather_structures(batch: PreparedBatch, structures: torch.Tensor) -> PreparedBatch:
+    """The batch of the given structure indices, in the given order; a structure may appear several times.
+
+    Atoms, pairs, triplets, sums and Jacobian rows are gathered and renumbered; nothing is
+    recomputed. Used to pack every ensemble member's own subsample into one batch.
     """
     t = batch.graph
+    structures = torch.as_tensor(structures, dtype=torch.long, device=t["structure"].device)
     n_structures = t["n_structures"]
-    keep_structure = torch.zeros(n_structures, dtype=torch.bool, device=t["structure"].device)
-    keep_structure[structures] = True
-    new_structure = torch.cumsum(keep_structure, 0) - 1  # old structure -> new index
-    keep_atom = keep_structure[t["structure"]]
-    new_atom = torch.cumsum(keep_atom, 0) - 1
-    keep_pair = keep_atom[t["centers"]]
-    new_pair = torch.cumsum(keep_pair, 0) - 1
-    keep_triplet = keep_pair[t["triplets"][:, 0]]
-    jac = batch.jacobian
+    pair_structure = t["structure"][t["centers"]]
+    atom_order, atom_starts, atom_counts, atom_rank = _grouped(t["structure"], n_structures)
+    pair_order, pair_starts, pair_counts, pair_rank = _grouped(pair_structure, n_structures)
+    atoms = atom_order[_ranges(atom_starts[structures], atom_counts[structures])]  # old atom of every new atom
+    pairs = pair_order[_ranges(pair_starts[structures], pair_counts[structures])]
+    new_atom_start = torch.cumsum(atom_counts[structures], 0) - atom_counts[structures]
+    new_pair_start = torch.cumsum(pair_counts[structures], 0) - pair_counts[structures]
+    copies = torch.arange(len(structures), device=structures.device)
+    copy_of_atom = torch.repeat_interleave(copies, atom_counts[structures])
+    copy_of_pair = torch.repeat_interleave(copies, pair_counts[structures])
+    triplets = t["triplets"]
+    if triplets.shape[0]:
+        triplet_structure = pair_structure[triplets[:, 0]]
+        order, starts, counts, _ = _grouped(triplet_structure, n_structures)
+        old_triplets = order[_ranges(starts[structures], counts[structures])]
+        copy_of_triplet = torch.repeat_interleave(copies, counts[structures])
+        new_triplets = new_pair_start[copy_of_triplet, None] + pair_rank[triplets[old_triplets]]
+    else:
+        new_triplets = triplets
     graph = {
-        "positions": t["positions"][keep_atom],
-        "cells": t["cells"][keep_structure],
-        "species": t["species"][keep_atom],
-        "structure": new_structure[t["structure"][keep_atom]],
-        "centers": new_atom[t["centers"][keep_pair]],
-        "neighbors": new_atom[t["neighbors"][keep_pair]],
-        "shifts": t["shifts"][keep_pair],
-        "triplets": new_pair[t["triplets"][keep_triplet]],
-        "n_structures": int(keep_structure.sum()),
+        "positions": t["positions"][atoms],
+        "cells": t["cells"][structures],
+        "species": t["species"][atoms],
+        "structure": copy_of_atom,
+        "centers": new_atom_start[copy_of_pair] + atom_rank[t["centers"][pairs]],
+        "neighbors": new_atom_start[copy_of_pair] + atom_rank[t["neighbors"][pairs]],
+        "shifts": t["shifts"][pairs],
+        "triplets": new_triplets,
+        "n_structures": len(structures),
     }
+    jac = batch.jacobian
     jacobian = SumsJacobian(
-        radial=jac.radial[keep_atom],
-        angular=jac.angular[keep_atom],
-        vectors=jac.vectors[keep_pair],
-        radial_derivative=jac.radial_derivative[keep_pair],
-        angular_jacobian=jac.angular_jacobian[keep_pair],
+        radial=jac.radial[atoms],
+        angular=jac.angular[atoms],
+        vectors=jac.vectors[pairs],
+        radial_derivative=jac.radial_derivative[pairs],
+        angular_jacobian=jac.angular_jacobian[pairs],
     )
-    atom_forces = None if batch.forces is None else batch.forces[keep_atom]
     return PreparedBatch(
         graph=graph,
         jacobian=jacobian,
-        n_atoms=batch.n_atoms[keep_structure],
-        reference_sum=batch.reference_sum[keep_structure],
-        energy=None if batch.energy is None else batch.energy[keep_structure],
-        forces=atom_forces,
+        n_atoms=batch.n_atoms[structures],
+        reference_sum=batch.reference_sum[structures],
+        energy=None if batch.energy is None else batch.energy[structures],
+        forces=None if batch.forces is None else batch.forces[atoms],
     )
+
+
+def select_structures(batch: PreparedBatch, structures: torch.Tensor) -> PreparedBatch:
+    """The sub-batch of the given structure indices, in their order in the batch, each once."""
+    structures = torch.as_tensor(structures, dtype=torch.long, device=batch.graph["structure"].device)
+    return gather_structures(batch, torch.unique(structures))
 
 
 def conformation_losses(

@@ -27,7 +27,7 @@ cutoff: 12.0             # eeACSF cutoff radius (Å); the η grid is re-derived 
 reference_energies: null # free-atom energies {element: eV} (new models); null: least-squares fit on the data
 q: 10.9                  # energy/force balance of the loss, Eq. 10
 test_fraction: 0.1       # fraction of the data held out per member (its own random split)
-fit_per_epoch: 0.1       # conformations fitted per epoch: a count (>= 1) or a fraction (< 1) of the data
+fit_per_epoch: 0.1       # fitted per epoch: a count (integer >= 1) or a fraction (0 < x <= 1.0; 1.0 = all)
 selection: adaptive      # adaptive (Algorithms 1 and 2) | random (plain random subsampling)
 force_cap: 15.0          # conformations with a force component above this (eV/Å) are skipped
 metrics_every: 1         # evaluate RMSEs every this many epochs (and at the last epoch)
@@ -182,7 +182,13 @@ def validate_config(config: dict) -> None:
     )
     _check(c["q"] > 0, "q", c["q"], "must be positive")
     _check(0 <= c["test_fraction"] < 1, "test_fraction", c["test_fraction"], "must lie in [0, 1)")
-    _check(c["fit_per_epoch"] > 0, "fit_per_epoch", c["fit_per_epoch"], "must be a positive count or fraction")
+    fit = c["fit_per_epoch"]
+    _check(
+        _number(fit) and (0 < fit <= 1 if isinstance(fit, float) else fit >= 1),
+        "fit_per_epoch",
+        fit,
+        "must be a count (an integer >= 1) or a fraction (a number in (0, 1], 1.0 = all)",
+    )
     _check(c["selection"] in ("adaptive", "random"), "selection", c["selection"], "must be adaptive or random")
     _check(
         c["optimizer"] in ("core", "adam", "rprop", "sgd", "ekf"),

@@ -27,7 +27,8 @@ def structures(aiida_profile):
 
 def test_label_retries_scf_and_drops_the_hopeless(lmlp_code, structures):
     frames, dataset = structures
-    parameters = {"xc": "HF", "basis": "sto-3g", "max_cycle": 4, "threads": 1}
+    # no second-order fallback, so that 4 DIIS cycles converge nothing and the handler must act
+    parameters = {"xc": "HF", "basis": "sto-3g", "max_cycle": 4, "threads": 1, "second_order": False}
     results, node = run_get_node(
         LabelWorkChain,
         structures=dataset,

@@ -20,15 +20,19 @@ from .calcjob_nodes import calc_job_node, parse
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def _train_node(localhost, sn2_dataset, case: str, **parameters):
+def _train_node(localhost, sn2_dataset, case: str, temporary: bool = True, **parameters):
     folder = DATA / "train_outputs" / case
     recorded = json.loads((folder / "parameters.json").read_text())
     inputs = {"datasets": {"a": sn2_dataset}, "parameters": orm.Dict({**recorded, **parameters})}
-    return calc_job_node("lmlp.train", localhost, folder, inputs)
+    return calc_job_node("lmlp.train", localhost, folder, inputs, temporary=temporary)
 
 
-def test_train_complete(localhost, sn2_dataset):
-    results, status, _ = parse("lmlp.train", _train_node(localhost, sn2_dataset, "complete"))
+@pytest.mark.parametrize("temporary", [True, False], ids=["model-retrieved-temporarily", "model-in-retrieved"])
+def test_train_complete(localhost, sn2_dataset, temporary):
+    node = _train_node(localhost, sn2_dataset, "complete", temporary=temporary)
+    # the model file is stored once, in the potential node, unless an older node kept it in `retrieved`
+    assert ("model.lmlp" in node.outputs.retrieved.base.repository.list_object_names()) is not temporary
+    results, status, _ = parse("lmlp.train", node)
     assert status == 0
     assert results["potential"].base.attributes.get("epochs") == 2
     np.testing.assert_array_equal(results["metrics"].get_array("epoch"), [1, 2])

@@ -111,6 +111,18 @@ def test_forces_are_the_negative_energy_gradient(cl_frames):
     assert abs(forces[index, axis] - d[h]) <= tolerance, (index, axis, forces[index, axis], d)
 
 
+def test_the_second_order_fallback_finishes_what_diis_left_unconverged(cl_frames):
+    """DIIS stopped after 2 cycles; Newton from its orbitals reaches the converged DIIS labels."""
+    reference = single_point(cl_frames[0], PyscfParameters(**HF_STO3G))
+    assert reference.converged and reference.cycles > 2 and reference.second_order_cycles == 0
+    stopped = single_point(cl_frames[0], PyscfParameters(**HF_STO3G, max_cycle=2, second_order=False))
+    assert not stopped.converged and stopped.forces is None
+    finished = single_point(cl_frames[0], PyscfParameters(**HF_STO3G, max_cycle=2))
+    assert finished.converged and finished.cycles == 2 and finished.second_order_cycles >= 1
+    assert abs(finished.energy - reference.energy) < 1e-6  # eV; conv_tol 1e-9 Eh
+    np.testing.assert_allclose(finished.forces, reference.forces, atol=1e-3)
+
+
 def test_batch_keeps_the_converged_and_reports_the_rest(cl_frames, tmp_path):
     h2 = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], info={"reaction": "none"})
     h2.calc = SinglePointCalculator(h2, energy=123.0, forces=np.ones((2, 3)))  # stale labels must not survive
@@ -119,8 +131,9 @@ def test_batch_keeps_the_converged_and_reports_the_rest(cl_frames, tmp_path):
     odd.info["charge"] = 0  # 43 electrons cannot be a singlet
     periodic = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], cell=[5, 5, 5], pbc=True)
     structures = [h2, cl_frames[0], chloride, odd, periodic]
-    # max_cycle 2: H2 and Cl⁻ converge in 2 cycles, the SN2 conformation needs about 9
-    parameters = PyscfParameters(**HF_STO3G, max_cycle=2)
+    # max_cycle 2 and no second-order fallback: H2 and Cl⁻ converge in 2 cycles, the SN2
+    # conformation needs about 9
+    parameters = PyscfParameters(**HF_STO3G, max_cycle=2, second_order=False)
     out, status = tmp_path / "labelled.extxyz", tmp_path / "status.jsonl"
     summary = label_batch(structures, parameters, out, status)
 
@@ -177,6 +190,7 @@ def test_defaults_and_round_trip():
         "damping": 0.0,
         "diis_start_cycle": 1,
         "level_shift": 0.0,
+        "second_order": True,
         "grid_level": 3,
         "max_memory": 2000,
         "threads": None,

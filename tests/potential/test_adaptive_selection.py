@@ -136,3 +136,14 @@ def test_state_follows_ids_through_additions_removals_and_checkpoints():
     again = AdaptiveSelection.from_state(sel.state())
     for key, value in sel.state().items():
         np.testing.assert_array_equal(np.asarray(again.state()[key]), np.asarray(value))
+
+
+def test_fit_per_epoch_is_a_count_when_integer_and_a_fraction_when_float():
+    from aiida_lmlp.potential.adaptive_selection import fit_count
+
+    assert fit_count(1, 40) == 1 and fit_count(25, 40) == 25 and fit_count(60, 40) == 40
+    assert fit_count(1.0, 40) == 40  # 1.0 means all of them, not one
+    assert fit_count(0.1, 40) == 4 and fit_count(0.01, 40) == 1 and fit_count(np.float32(0.5), 40) == 20
+    for bad in (0, 1.5, 0.0, True):
+        with pytest.raises((ValueError, TypeError)):
+            fit_count(bad, 40)

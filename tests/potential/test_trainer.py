@@ -106,6 +106,9 @@ def test_a_resumed_run_ends_with_the_same_weights(tmp_path, sn2_frames, free_ato
         ({"selection": "smart"}, "'selection'"),
         ({"adaptive": {"sqrt_t1": 2.0}}, "'adaptive'"),
         ({"core": {"etas": [1.5, 1.2]}}, "'core'"),
+        ({"fit_per_epoch": 1.5}, "'fit_per_epoch' = 1.5: must be a count"),
+        ({"fit_per_epoch": 0}, "'fit_per_epoch' = 0"),
+        ({"fit_per_epoch": True}, "'fit_per_epoch' = True"),
     ],
 )
 def test_bad_configuration_is_refused_naming_the_key(override, message):

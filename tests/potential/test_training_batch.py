@@ -8,9 +8,12 @@ from aiida_lmlp.potential.paper_core import PaperCoRe, core_parameter_groups
 from aiida_lmlp.potential.training_batch import (
     PreparedBatch,
     conformation_losses,
+    gather_structures,
     loss_eq10,
     masked_loss_eq10,
+    packed_loss_eq10,
     predict_batch,
+    predict_packed,
     prepare_batch,
     select_structures,
 )
@@ -110,3 +113,46 @@ def sub_atoms(batch, s):
 
 def picked_atoms(batch, structures):
     return torch.isin(batch.graph["structure"], torch.tensor(structures)).nonzero().squeeze(1)
+
+
+def test_a_gathered_batch_with_repeats_equals_a_batch_prepared_from_those_structures(sn2_model, sn2_frames):
+    full = prepare_batch(sn2_model, sn2_frames[:10])
+    picked = [7, 1, 7, 4, 1]  # any order, repeats allowed
+    gathered = gather_structures(full, torch.tensor(picked))
+    direct = prepare_batch(sn2_model, [sn2_frames[k] for k in picked])
+    for key in ("species", "structure", "centers", "neighbors", "positions", "shifts"):
+        torch.testing.assert_close(gathered.graph[key], direct.graph[key], rtol=0, atol=1e-12, msg=key)
+    torch.testing.assert_close(gathered.graph["triplets"].shape, direct.graph["triplets"].shape)
+    e_gat, f_gat = predict_batch(sn2_model, gathered)
+    e_dir, f_dir = predict_batch(sn2_model, direct)
+    torch.testing.assert_close(e_gat, e_dir, rtol=0, atol=1e-10)
+    torch.testing.assert_close(f_gat, f_dir, rtol=0, atol=1e-10)
+
+
+def test_packed_members_see_only_their_own_structures(sn2_model, sn2_frames):
+    """Member m's packed energies, forces, Eq. 10 and its weight gradient equal those of its subsample alone."""
+    members = sn2_model.members
+    full = prepare_batch(sn2_model, sn2_frames[:12])
+    own = [[0, 3, 5], [5, 2], [11, 0, 7, 8]][:members] + [[m % 12] for m in range(3, members)]
+    packed = gather_structures(full, torch.tensor([s for subset in own for s in subset]))
+    owner = torch.tensor([m for m, subset in enumerate(own) for _ in subset])
+    energies, forces = predict_packed(sn2_model, packed, owner)
+    losses = packed_loss_eq10(energies, forces, packed, owner, members)
+    weight = next(iter(sn2_model.networks.parameters()))
+    (packed_gradient,) = torch.autograd.grad(losses.sum(), weight)
+    start = 0
+    for m, subset in enumerate(own):
+        alone = select_structures(full, torch.tensor(sorted(subset)))
+        e_alone, f_alone = predict_batch(sn2_model, alone)
+        order = torch.argsort(torch.tensor(subset))  # the packed copy keeps the given order
+        torch.testing.assert_close(energies[start : start + len(subset)][order], e_alone[m], rtol=0, atol=1e-10)
+        expected = loss_eq10(e_alone[m : m + 1], f_alone[m : m + 1], alone)[0]
+        torch.testing.assert_close(losses[m], expected, rtol=1e-12, atol=1e-14)
+        (gradient,) = torch.autograd.grad(expected, weight)
+        torch.testing.assert_close(packed_gradient[m], gradient[m], rtol=1e-9, atol=1e-12)
+        start += len(subset)
+    atoms_of_first = int(packed.n_atoms[: len(own[0])].sum())
+    first = select_structures(full, torch.tensor(sorted(own[0])))
+    _, f_first = predict_batch(sn2_model, first)
+    # own[0] is already sorted, so the packed atoms of member 0 come in the same order
+    torch.testing.assert_close(forces[:atoms_of_first], f_first[0], rtol=0, atol=1e-10)
