@@ -12,7 +12,8 @@
    the output ``stop_reason`` says which.
 
 A labelling failure never ends the campaign: dropped structures are recorded, and an iteration
-whose labelling produced nothing trains nothing and goes on exploring.
+whose labelling produced nothing trains nothing and goes on exploring. Exploration starts only
+from the initial structures that could be labelled (unless ``explore_structures`` is given).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiida import orm
 from aiida.engine import ToContext, WorkChain, if_, while_
 
 from aiida_lmlp.calculations.explore import LmlpExploreCalculation
-from aiida_lmlp.data.dataset import LmlpDatasetData
+from aiida_lmlp.data.dataset import LmlpDatasetData, select_conformations
 from aiida_lmlp.data.potential import LmlpPotentialData
 from aiida_lmlp.registry import register_version
 
@@ -168,6 +169,7 @@ class LifelongWorkChain(WorkChain):
         self.ctx.iterations = []
         self.ctx.dropped = []
         self.ctx.selected = []  # pks of the conformations chosen so far (their fingerprints steer the next picks)
+        self.ctx.explore_start = None  # pk of the start set when it differs from the initial structures
         structures = self.inputs.structures
         if structures.base.attributes.get("labelled_count") == structures.count:
             self.ctx.labelled.append(structures.pk)
@@ -196,11 +198,19 @@ class LifelongWorkChain(WorkChain):
     def inspect_initial_labels(self):
         """Keep what was labelled; nothing labelled ends the campaign before it starts."""
         node = self.ctx.initial
-        if "dropped" in node.outputs:
-            self.ctx.dropped.extend(node.outputs.dropped.get_list())
+        dropped = node.outputs.dropped.get_list() if "dropped" in node.outputs else []
+        self.ctx.dropped.extend(dropped)
         if "labelled" not in node.outputs:
             return self.exit_codes.ERROR_INITIAL_LABELLING_FAILED
         self.ctx.labelled.append(node.outputs.labelled.pk)
+        if dropped and "explore_structures" not in self.inputs:
+            # MD from a structure no DFT run could label (a wrong charge or spin, say) only visits more
+            # such structures: they would be chosen as uncertain and waste the DFT budget failing again.
+            lost = {int(d["index"]) for d in dropped}
+            kept = [i for i in range(self.inputs.structures.count) if i not in lost]
+            start = select_conformations(self.inputs.structures, orm.List(kept))
+            self.ctx.explore_start = start.pk
+            self.report(f"exploring from the {len(kept)} initial structures that could be labelled")
         return None
 
     def needs_first_version(self):
@@ -276,7 +286,10 @@ class LifelongWorkChain(WorkChain):
         self.ctx.record = {"iteration": self.ctx.iteration, "version": self.ctx.version}
         inputs = self.exposed_inputs(LmlpExploreCalculation, "explore")
         inputs["potential"] = orm.load_node(self.ctx.potential)
-        inputs["structures"] = self.inputs.get("explore_structures", self.inputs.structures)
+        if self.ctx.explore_start is not None:
+            inputs["structures"] = orm.load_node(self.ctx.explore_start)
+        else:
+            inputs["structures"] = self.inputs.get("explore_structures", self.inputs.structures)
         protocol = inputs["protocol"].get_dict() if "protocol" in inputs else {}
         if protocol.get("kind", "md") == "md":
             protocol["seed"] = int(protocol.get("seed", 0)) + self.ctx.iteration

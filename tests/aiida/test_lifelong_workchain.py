@@ -44,6 +44,23 @@ def test_a_labelling_failure_is_recorded_and_the_campaign_goes_on(campaign):
     assert node.is_finished_ok and len(results["versions"]) >= 2
 
 
+def test_exploration_starts_only_from_structures_that_could_be_labelled(campaign):
+    from aiida.orm import QueryBuilder
+
+    from aiida_lmlp.calculations import LmlpExploreCalculation
+
+    results, node = campaign
+    impossible = results["dropped"].get_list()[0]["id"]
+    expected = [key for key in node.inputs.structures.ids if key != impossible]
+    explorations = QueryBuilder().append(type(node), filters={"id": node.pk}, tag="campaign")
+    explorations.append(LmlpExploreCalculation, with_incoming="campaign")
+    starts = [calc.inputs.structures for (calc,) in explorations.all()]
+    assert starts, "the campaign explored"
+    for start in starts:
+        # the impossible structure (index 8, dropped by the initial labelling) is not among them
+        assert start.count == 8 and start.ids == expected
+
+
 def test_no_structure_is_labelled_twice(campaign):
     from aiida_lmlp.workflows.screening import geometry_keys
 
