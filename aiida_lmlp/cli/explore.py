@@ -80,8 +80,10 @@ def explore(model_path, structures_path, protocol_path, out, summary):
     run completed, also if single structures could not be handled (see their "error").
     """
     from aiida_lmlp.potential import Ensemble, ModelFileError
+    from aiida_lmlp.potential.allocator import keep_freed_memory
     from aiida_lmlp.potential.exploration import explore as run_exploration
 
+    keep_freed_memory()
     protocol = _read_protocol(protocol_path)
     structures = _read_structures(structures_path)
     if protocol.kind == "neb" and len(structures) % 2:

@@ -128,6 +128,9 @@ def predict(model, structures, out):
     from ase.io import write
 
     from aiida_lmlp.potential import Ensemble, ModelFileError, StructureError
+    from aiida_lmlp.potential.allocator import keep_freed_memory
+
+    keep_freed_memory()
 
     try:
         ensemble = Ensemble.load(model)
@@ -220,8 +223,10 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
         config = merge_config(default_config(), overrides)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    from aiida_lmlp.potential.allocator import keep_freed_memory
     from aiida_lmlp.potential.training_run import run_training
 
+    keep_freed_memory()
     block = None
     if member_block is not None:
         if parent is None:

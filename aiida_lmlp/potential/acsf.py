@@ -134,3 +134,14 @@ class ACSF(AtomCenteredDescriptor):
     def values_from_sums(self, radial: torch.Tensor, angular: torch.Tensor) -> torch.Tensor:
         """The sums themselves: ``(A, S·E_rad + Q·F)``."""
         return torch.cat([radial.flatten(1), angular.flatten(1)], dim=1)
+
+    def sums_cotangent_rows(self, values: torch.Tensor, cotangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """VJP of :meth:`values_from_sums`: the cotangent split back into the two blocks of sums, by rows."""
+        n_radial = self.n_species * len(self.radial_eta)
+        members, n_atoms = cotangent.shape[:2]
+        rows = cotangent.transpose(0, 1)  # (A, M, G)
+        radial = rows[..., :n_radial].unflatten(-1, (self.n_species, -1)).transpose(1, 2)  # (A, S, M, E)
+        angular = rows[..., n_radial:].unflatten(-1, (self.n_species_pairs, -1)).transpose(1, 2)  # (A, Q, M, F)
+        return radial.reshape(n_atoms * self.n_species, members, -1), angular.reshape(
+            n_atoms * self.n_species_pairs, members, -1
+        )

@@ -245,3 +245,21 @@ class EeACSF(AtomCenteredDescriptor):
         g_rad = torch.einsum("ase,sh->ahe", radial, self.radial_weights.to(dtype))  # (A, H_rad, E_rad)
         g_ang = torch.einsum("aqf,qh->ahf", angular, self.angular_weights.to(dtype))  # (A, H_ang, F)
         return safe_sqrt(torch.cat([g_rad.flatten(1), g_ang.flatten(1)], dim=1))
+
+    def sums_cotangent_rows(self, values: torch.Tensor, cotangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """VJP of :meth:`values_from_sums`: ``d√x = dx / (2√x)`` (0 where the value is 0), then the element terms."""
+        dtype = values.dtype
+        members, n_atoms = cotangent.shape[:2]
+        positive = values > 0
+        half_inverse = torch.where(positive, 0.5 / torch.where(positive, values, torch.ones_like(values)), 0.0)
+        inner = (cotangent * half_inverse).transpose(0, 1)  # (A, M, G)
+        n_radial_terms, n_angular_terms = self.radial_weights.shape[1], self.angular_weights.shape[1]
+        n_radial = n_radial_terms * len(self.radial_eta)
+        # (A, H, M·E) per atom, then one batched product with the element-term table (S, H) or (Q, H)
+        radial = inner[..., :n_radial].unflatten(-1, (n_radial_terms, -1)).transpose(1, 2).flatten(2)
+        angular = inner[..., n_radial:].unflatten(-1, (n_angular_terms, -1)).transpose(1, 2).flatten(2)
+        radial = torch.matmul(self.radial_weights.to(dtype), radial)  # (A, S, M·E)
+        angular = torch.matmul(self.angular_weights.to(dtype), angular)  # (A, Q, M·F)
+        return radial.reshape(n_atoms * self.n_species, members, -1), angular.reshape(
+            n_atoms * self.n_species_pairs, members, -1
+        )

@@ -35,10 +35,11 @@ __all__ = ["Ensemble", "EnsemblePrediction"]
 
 PAPER_HIDDEN = (102, 61, 44)
 
-#: From this many angular triplets per atom on, per-member forces use the explicit descriptor
-#: Jacobian. Measured with 10 members (benchmarks/README.md): gas-phase SN2 (~12 per atom) is
-#: as fast either way; fcc Cu at 4.5 Å (860) is 2.8x and water at 6 Å (4100) 5.9x faster with it.
-JACOBIAN_MIN_TRIPLETS_PER_ATOM = 50
+#: From this many angular triplets in a batch on, per-member forces use the explicit descriptor
+#: Jacobian; below it, one vectorised backward pass per member costs less than building the
+#: Jacobian. Measured with 10 members (benchmarks/README.md): about even at 8 SN2 conformations
+#: (~500 triplets); 200 SN2 conformations 1.6x, fcc Cu at 4.5 Å 3.6x faster with the Jacobian.
+JACOBIAN_MIN_TRIPLETS = 512
 
 
 @dataclass
@@ -274,26 +275,22 @@ class Ensemble(torch.nn.Module):
         reference = torch.as_tensor(
             [self.reference_energies[e] for e in self.elements], dtype=self.dtype, device=self.device
         )[t["species"]]  # (A,)
-        if per_member and graph.triplets.shape[0] >= JACOBIAN_MIN_TRIPLETS_PER_ATOM * graph.n_atoms:
-            # M gradients of a large system: through an explicit Jacobian of the descriptor sums
-            # (built once), so each member costs one small contraction instead of a backward pass
+        if per_member and graph.triplets.shape[0] >= JACOBIAN_MIN_TRIPLETS:
+            # M gradients through an explicit Jacobian of the descriptor sums (built once), so
+            # each member costs small contractions instead of a backward pass through the descriptor
             jacobian = self.descriptor.sums_and_jacobian(t["positions"], t["cells"], t)
-            radial, angular = jacobian.radial.requires_grad_(), jacobian.angular.requires_grad_()
+            descriptors = self.descriptor.values_from_sums(jacobian.radial, jacobian.angular)  # (A, G)
             with torch.enable_grad():
-                descriptors = self.descriptor.values_from_sums(radial, angular)  # (A, G)
-                leaf = descriptors.detach().unsqueeze(0).expand(self.members, -1, -1).clone().requires_grad_()
+                leaf = descriptors.unsqueeze(0).expand(self.members, -1, -1).clone().requires_grad_()
                 atomic = self.networks(leaf, t["species"]) + reference  # (M, A)
                 energy_members = atomic.new_zeros(self.members, n_structures).index_add(1, structure, atomic)
                 (d_energy,) = torch.autograd.grad(energy_members.sum(), leaf)  # (M, A, G)
-                cotangents = torch.autograd.grad(
-                    descriptors, (radial, angular), grad_outputs=d_energy, is_grads_batched=True
-                )
-            pair_gradients = self.descriptor.pair_gradients(jacobian, t, *cotangents)  # (M, P, 3)
+            pair_gradients = self.descriptor.value_pair_gradients(jacobian, t, descriptors, d_energy)  # (M, P, 3)
             vectors = jacobian.vectors
         else:
-            # backward passes through the descriptor: one for the mean energy, or one per member
-            # (vectorised) for small systems, where building the Jacobian costs more than it saves;
-            # the energy depends on positions and cell only through the pair vectors
+            # one backward pass through the descriptor, for the mean energy (or, for small
+            # batches, one per member, vectorised); the energy depends on positions and cell
+            # only through the pair vectors
             vectors = self.descriptor.pair_vectors(t["positions"], t["cells"], t).requires_grad_(need_grad)
             with torch.enable_grad():
                 radial, angular = self.descriptor.sums_from_vectors(vectors, t, graph.n_atoms)

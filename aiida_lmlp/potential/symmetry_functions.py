@@ -81,7 +81,15 @@ class SumsJacobian:
     angular: torch.Tensor  # (A, Q, F)
     vectors: torch.Tensor  # (P, 3) pair vectors
     radial_derivative: torch.Tensor  # (P, E): d radial_features / d r
-    angular_jacobian: torch.Tensor  # (P, S, F, 3): Σ over the pair's triplets with partner species s
+    #: "pair" layout: (P, S, F, 3), Σ over the pair's triplets whose other neighbour has species s
+    angular_jacobian: torch.Tensor | None = None
+    #: "triplet" layout: (T, F, 6), d triplet_features / d (v_a, v_b) of every triplet
+    triplet_jacobian: torch.Tensor | None = None
+
+    @property
+    def layout(self) -> str:
+        """``"pair"`` (condensed phase: many triplets per pair) or ``"triplet"`` (molecules)."""
+        return "triplet" if self.triplet_jacobian is not None else "pair"
 
 
 class AtomCenteredDescriptor(torch.nn.Module):
@@ -214,16 +222,30 @@ class AtomCenteredDescriptor(torch.nn.Module):
         return self.values_from_sums(*self.sums(positions, cells, graph))
 
     def sums_and_jacobian(
-        self, positions: torch.Tensor, cells: torch.Tensor, graph: dict, chunk_size: int = 1 << 18
+        self,
+        positions: torch.Tensor,
+        cells: torch.Tensor,
+        graph: dict,
+        chunk_size: int = 1 << 18,
+        layout: str = "auto",
     ) -> SumsJacobian:
         """The sums of :meth:`sums` and their derivatives with respect to every pair vector.
 
-        The angular Jacobian is stored per pair and partner species, ``(P, S, F, 3)``: all
-        triplets of a pair whose other neighbour has species ``s`` fall into the same bucket,
-        so any cotangent of the sums maps to pair gradients by one small contraction
-        (:meth:`pair_gradients`), however many ensemble members ask. Triplets are processed
-        in chunks of ``chunk_size`` with :meth:`triplet_jacobian`.
+        Two layouts of the angular Jacobian, both mapping any cotangent of the sums to pair
+        gradients by small contractions (:meth:`pair_gradients`), however many ensemble
+        members ask:
+
+        * ``"pair"``: per pair and partner species, ``(P, S, F, 3)``; all triplets of a pair whose
+          other neighbour has species ``s`` fall into the same bucket. Compact where a pair
+          has many triplets (condensed phase: thousands per atom).
+        * ``"triplet"``: per triplet, ``(T, F, 6)``. Compact for molecules, where a pair has
+          few triplets and most species buckets would be empty.
+
+        ``"auto"`` takes the smaller. Triplets are processed in chunks of ``chunk_size`` with
+        :meth:`triplet_jacobian`.
         """
+        if layout not in ("auto", "pair", "triplet"):
+            raise ValueError(f"layout must be 'auto', 'pair' or 'triplet', got {layout!r}")
         with torch.no_grad():
             n_atoms = positions.shape[0]
             s = self.n_species
@@ -236,10 +258,15 @@ class AtomCenteredDescriptor(torch.nn.Module):
             centers = graph["centers"]
             neighbor_species = graph["species"][graph["neighbors"]]  # (P,)
             triplets = graph["triplets"]
+            if layout == "auto":
+                layout = "triplet" if 2 * triplets.shape[0] <= s * vectors.shape[0] else "pair"
             part, d_part = jvp(self.angular_pair_features, (r,), (torch.ones_like(r),))
             n_features = len(self.angular_eta) * len(self.lambdas) * len(self.zetas)
             angular = vectors.new_zeros(n_atoms * q, n_features)
-            jacobian = vectors.new_zeros(vectors.shape[0] * s, n_features, 3)
+            if layout == "triplet":
+                per_triplet = vectors.new_empty(triplets.shape[0], n_features, 6)
+            else:
+                jacobian = vectors.new_zeros(vectors.shape[0] * s, n_features, 3)
             for start in range(0, triplets.shape[0], chunk_size):
                 pair_a, pair_b = triplets[start : start + chunk_size, 0], triplets[start : start + chunk_size, 1]
                 values, d_a, d_b = self.triplet_jacobian(  # (t, F), (t, F, 3), (t, F, 3)
@@ -247,15 +274,40 @@ class AtomCenteredDescriptor(torch.nn.Module):
                 )
                 species_a, species_b = neighbor_species[pair_a], neighbor_species[pair_b]
                 angular.index_add_(0, centers[pair_a] * q + self.pair_table[species_a, species_b], values)
-                jacobian.index_add_(0, pair_a * s + species_b, d_a)
-                jacobian.index_add_(0, pair_b * s + species_a, d_b)
-            return SumsJacobian(
-                radial=radial,
-                angular=angular.view(n_atoms, q, n_features),
-                vectors=vectors,
-                radial_derivative=radial_derivative,
-                angular_jacobian=jacobian.view(vectors.shape[0], s, n_features, 3),
-            )
+                if layout == "triplet":
+                    per_triplet[start : start + chunk_size, :, :3] = d_a
+                    per_triplet[start : start + chunk_size, :, 3:] = d_b
+                else:
+                    jacobian.index_add_(0, pair_a * s + species_b, d_a)
+                    jacobian.index_add_(0, pair_b * s + species_a, d_b)
+            sums = {
+                "radial": radial,
+                "angular": angular.view(n_atoms, q, n_features),
+                "vectors": vectors,
+                "radial_derivative": radial_derivative,
+            }
+            if layout == "triplet":
+                return SumsJacobian(**sums, triplet_jacobian=per_triplet)
+            return SumsJacobian(**sums, angular_jacobian=jacobian.view(vectors.shape[0], s, n_features, 3))
+
+    def sums_cotangent_rows(self, values: torch.Tensor, cotangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cotangents of the sums for cotangents ``(M, A, G)`` of the descriptor ``values`` ``(A, G)``.
+
+        The vector-Jacobian product of :meth:`values_from_sums`, one per member, in closed form
+        (linear in ``cotangent``, so differentiable in it), laid out by rows as
+        :meth:`pair_gradients_from_rows` gathers them: radial ``(A·S, M, E)``, angular
+        ``(A·Q, M, F)``. Each descriptor defines it.
+        """
+        raise NotImplementedError
+
+    def sums_cotangents(self, values: torch.Tensor, cotangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sums_cotangent_rows` in the layout of the sums: ``(M, A, S, E)`` and ``(M, A, Q, F)``."""
+        members, n_atoms = cotangent.shape[:2]
+        radial, angular = self.sums_cotangent_rows(values, cotangent)
+        return (
+            radial.view(n_atoms, self.n_species, members, -1).permute(2, 0, 1, 3),
+            angular.view(n_atoms, self.n_species_pairs, members, -1).permute(2, 0, 1, 3),
+        )
 
     def pair_gradients(
         self, jacobian: SumsJacobian, graph: dict, radial_cotangent: torch.Tensor, angular_cotangent: torch.Tensor
@@ -264,28 +316,84 @@ class AtomCenteredDescriptor(torch.nn.Module):
 
         Differentiable in the cotangents (so training can take forces through it).
         """
+        members, n_atoms = radial_cotangent.shape[:2]
+        # rows: (atom, bucket) first, members and features contiguous behind them
+        radial = radial_cotangent.reshape(members, n_atoms * self.n_species, -1).transpose(0, 1).contiguous()
+        angular = angular_cotangent.reshape(members, n_atoms * self.n_species_pairs, -1).transpose(0, 1)
+        return self.pair_gradients_from_rows(jacobian, graph, radial, angular.contiguous())
+
+    def value_pair_gradients(
+        self,
+        jacobian: SumsJacobian,
+        graph: dict,
+        values: torch.Tensor,
+        cotangent: torch.Tensor,
+        block_bytes: int = 16 << 20,
+    ) -> torch.Tensor:
+        """``∂E/∂v`` ``(M, P, 3)`` from the cotangents ``∂E/∂G`` ``(M, A, G)`` of the descriptor ``values``.
+
+        The per-member force path: :meth:`sums_cotangent_rows`, then :meth:`pair_gradients_from_rows`,
+        for as many members at a time as keep the cotangent rows under ``block_bytes``. Large
+        temporaries are slow on the CPU: glibc hands out blocks above 32 MB as fresh pages
+        from the kernel on every call (about 0.3 ms per MB here), smaller ones are reused.
+        """
+        members, n_atoms = cotangent.shape[:2]
+        widest = max(jacobian.radial[0].numel(), jacobian.angular[0].numel())  # S·E or Q·F
+        step = max(1, block_bytes // max(1, n_atoms * widest * cotangent.element_size()))
+        blocks = [
+            self.pair_gradients_from_rows(jacobian, graph, *self.sums_cotangent_rows(values, cotangent[m : m + step]))
+            for m in range(0, members, step)
+        ]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+
+    def pair_gradients_from_rows(
+        self, jacobian: SumsJacobian, graph: dict, radial_rows: torch.Tensor, angular_rows: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`pair_gradients` from cotangent rows ``(A·S, M, E)`` and ``(A·Q, M, F)``."""
         centers = graph["centers"]
         neighbor_species = graph["species"][graph["neighbors"]]
-        members, n_atoms = radial_cotangent.shape[:2]
         unit = jacobian.vectors / torch.linalg.vector_norm(jacobian.vectors, dim=-1, keepdim=True)
-        # gather whole rows: (atom, bucket) first, members and features contiguous behind it
-        flat_radial = radial_cotangent.reshape(members, n_atoms * self.n_species, -1).transpose(0, 1).contiguous()
-        radial = flat_radial.index_select(0, centers * self.n_species + neighbor_species)  # (P, M, E)
+        radial = radial_rows.index_select(0, centers * self.n_species + neighbor_species)  # (P, M, E)
         out = (radial * jacobian.radial_derivative[:, None, :]).sum(-1)[..., None] * unit[:, None, :]  # (P, M, 3)
-        flat_angular = angular_cotangent.reshape(members, n_atoms * self.n_species_pairs, -1).transpose(0, 1)
-        flat_angular = flat_angular.contiguous()  # (A·Q, M, F)
+        if jacobian.layout == "triplet":
+            out = out + self._triplet_pair_gradients(jacobian.triplet_jacobian, graph, angular_rows)
+        else:
+            out = out + self._bucket_pair_gradients(jacobian.angular_jacobian, graph, angular_rows)
+        return out.transpose(0, 1)  # (M, P, 3)
+
+    def _triplet_pair_gradients(self, per_triplet: torch.Tensor, graph: dict, flat_angular: torch.Tensor):
+        """Angular part of :meth:`pair_gradients` from the ``"triplet"`` layout: ``(P, M, 3)``."""
+        centers, triplets = graph["centers"], graph["triplets"]
+        neighbor_species = graph["species"][graph["neighbors"]]
+        members, f = flat_angular.shape[1:]
+        out = flat_angular.new_zeros(centers.shape[0], members, 3)
+        chunk = max(1, (1 << 23) // (members * f))  # bounds the gathered block to 8 M numbers
+        for start in range(0, triplets.shape[0], chunk):
+            pair_a, pair_b = triplets[start : start + chunk, 0], triplets[start : start + chunk, 1]
+            rows = (
+                centers[pair_a] * self.n_species_pairs
+                + self.pair_table[neighbor_species[pair_a], neighbor_species[pair_b]]
+            )
+            both = torch.bmm(flat_angular.index_select(0, rows), per_triplet[start : start + chunk])  # (t, M, 6)
+            out = out.index_add(0, pair_a, both[..., :3]).index_add(0, pair_b, both[..., 3:])
+        return out
+
+    def _bucket_pair_gradients(self, per_bucket: torch.Tensor, graph: dict, flat_angular: torch.Tensor):
+        """Angular part of :meth:`pair_gradients` from the ``"pair"`` layout: ``(P, M, 3)``."""
+        centers = graph["centers"]
+        neighbor_species = graph["species"][graph["neighbors"]]
         buckets = self.pair_table[neighbor_species]  # (P, S): bucket of (species of j, partner species)
         rows = centers[:, None] * self.n_species_pairs + buckets  # (P, S)
-        s, f = self.n_species, flat_angular.shape[-1]
-        jacobian_rows = jacobian.angular_jacobian.reshape(-1, s * f, 3)  # (P, S·F, 3)
+        members, f = flat_angular.shape[1:]
+        s = self.n_species
+        jacobian_rows = per_bucket.reshape(-1, s * f, 3)  # (P, S·F, 3)
         chunk = max(1, (1 << 23) // (s * members * f))  # bounds the gathered block to 8 M numbers
         pieces = []
         for start in range(0, rows.shape[0], chunk):
             block = flat_angular.index_select(0, rows[start : start + chunk].reshape(-1))  # (p·S, M, F)
             block = block.view(-1, s, members, f).transpose(1, 2).reshape(-1, members, s * f)  # (p, M, S·F)
             pieces.append(torch.bmm(block, jacobian_rows[start : start + chunk]))  # (p, M, 3)
-        out = (out + torch.cat(pieces)).transpose(0, 1)  # (M, P, 3)
-        return out
+        return torch.cat(pieces)
 
     def compute(
         self,

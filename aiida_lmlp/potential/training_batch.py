@@ -89,10 +89,8 @@ def prepare_batch(model: Ensemble, structures: Sequence[Atoms]) -> PreparedBatch
 def predict_batch(model: Ensemble, batch: PreparedBatch, *, forces: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Energies ``(M, S)`` and forces ``(M, A, 3)`` of every member, differentiable in the weights."""
     t = batch.graph
-    radial = batch.jacobian.radial.detach().requires_grad_(forces)
-    angular = batch.jacobian.angular.detach().requires_grad_(forces)
+    descriptors = model.descriptor.values_from_sums(batch.jacobian.radial, batch.jacobian.angular).detach()  # (A, G)
     with torch.enable_grad():
-        descriptors = model.descriptor.values_from_sums(radial, angular)  # (A, G)
         leaf = descriptors.unsqueeze(0).expand(model.members, -1, -1)
         if forces:
             leaf = leaf.detach().clone().requires_grad_(True)
@@ -102,10 +100,8 @@ def predict_batch(model: Ensemble, batch: PreparedBatch, *, forces: bool = True)
         if not forces:
             return energies, None
         (d_energy,) = torch.autograd.grad(energies.sum(), leaf, create_graph=True)  # (M, A, G)
-        cotangents = torch.autograd.grad(
-            descriptors, (radial, angular), grad_outputs=d_energy, is_grads_batched=True, create_graph=True
-        )
-        pair_gradients = model.descriptor.pair_gradients(batch.jacobian, t, *cotangents)  # (M, P, 3)
+        # closed-form VJP of the descriptor: linear in d_energy, so the forces stay differentiable
+        pair_gradients = model.descriptor.value_pair_gradients(batch.jacobian, t, descriptors, d_energy)  # (M, P, 3)
         n_atoms = t["species"].shape[0]
         force = pair_gradients.new_zeros(model.members, n_atoms, 3)
         force = force.index_add(1, t["centers"], pair_gradients).index_add(1, t["neighbors"], -pair_gradients)
@@ -120,17 +116,14 @@ def predict_packed(model: Ensemble, batch: PreparedBatch, member: torch.Tensor) 
     costs what training the members one by one would cost, in one batched pass.
     """
     t = batch.graph
-    radial = batch.jacobian.radial.detach().requires_grad_(True)
-    angular = batch.jacobian.angular.detach().requires_grad_(True)
+    descriptors = model.descriptor.values_from_sums(batch.jacobian.radial, batch.jacobian.angular).detach()  # (A, G)
     atom_member = member[t["structure"]]
     with torch.enable_grad():
-        descriptors = model.descriptor.values_from_sums(radial, angular)  # (A, G)
-        leaf = descriptors.detach().requires_grad_(True)
+        leaf = descriptors.clone().requires_grad_(True)
         atomic = model.networks.forward_packed(leaf, t["species"], atom_member)  # (A,)
         energies = atomic.new_zeros(t["n_structures"]).index_add(0, t["structure"], atomic) + batch.reference_sum
         (d_energy,) = torch.autograd.grad(energies.sum(), leaf, create_graph=True)  # (A, G)
-        cotangents = torch.autograd.grad(descriptors, (radial, angular), grad_outputs=d_energy, create_graph=True)
-        pair_gradients = model.descriptor.pair_gradients(batch.jacobian, t, *(c[None] for c in cotangents))[0]
+        pair_gradients = model.descriptor.value_pair_gradients(batch.jacobian, t, descriptors, d_energy[None])[0]
         force = pair_gradients.new_zeros(t["species"].shape[0], 3)
         force = force.index_add(0, t["centers"], pair_gradients).index_add(0, t["neighbors"], -pair_gradients)
     return energies, force
@@ -221,7 +214,7 @@ def gather_structures(batch: PreparedBatch, structures: torch.Tensor) -> Prepare
         copy_of_triplet = torch.repeat_interleave(copies, counts[structures])
         new_triplets = new_pair_start[copy_of_triplet, None] + pair_rank[triplets[old_triplets]]
     else:
-        new_triplets = triplets
+        old_triplets, new_triplets = triplets[:, 0], triplets
     graph = {
         "positions": t["positions"][atoms],
         "cells": t["cells"][structures],
@@ -239,7 +232,8 @@ def gather_structures(batch: PreparedBatch, structures: torch.Tensor) -> Prepare
         angular=jac.angular[atoms],
         vectors=jac.vectors[pairs],
         radial_derivative=jac.radial_derivative[pairs],
-        angular_jacobian=jac.angular_jacobian[pairs],
+        angular_jacobian=None if jac.angular_jacobian is None else jac.angular_jacobian[pairs],
+        triplet_jacobian=None if jac.triplet_jacobian is None else jac.triplet_jacobian[old_triplets],
     )
     return PreparedBatch(
         graph=graph,

@@ -12,8 +12,9 @@ from aiida_lmlp.potential.symmetry_functions import AtomCenteredDescriptor
 from .helpers import random_box
 
 
+@pytest.mark.parametrize("layout", ["pair", "triplet"])
 @pytest.mark.parametrize("kind", ["eeacsf", "acsf"])
-def test_pair_gradients_equal_the_autograd_vector_jacobian_products(kind, sn2_frames):
+def test_pair_gradients_equal_the_autograd_vector_jacobian_products(kind, layout, sn2_frames):
     descriptor = EeACSF.from_paper(["H", "C", "N", "O", "F", "S", "Cl", "Br"], cutoff=6.0)
     if kind == "acsf":
         descriptor = ACSF.like(descriptor)
@@ -23,7 +24,8 @@ def test_pair_gradients_equal_the_autograd_vector_jacobian_products(kind, sn2_fr
     cotangent = torch.randn(3, *values.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     expected = torch.autograd.grad(values, positions, cotangent, is_grads_batched=True)[0]  # (3, A, 3)
 
-    jacobian = descriptor.sums_and_jacobian(t["positions"], t["cells"], t, chunk_size=50)  # several chunks
+    jacobian = descriptor.sums_and_jacobian(t["positions"], t["cells"], t, chunk_size=50, layout=layout)  # chunks
+    assert jacobian.layout == layout
     radial, angular = jacobian.radial.requires_grad_(), jacobian.angular.requires_grad_()
     again = descriptor.values_from_sums(radial, angular)
     torch.testing.assert_close(again, values.detach(), rtol=0, atol=1e-13)
@@ -33,6 +35,37 @@ def test_pair_gradients_equal_the_autograd_vector_jacobian_products(kind, sn2_fr
     gradient.index_add_(1, t["neighbors"], pair)
     gradient.index_add_(1, t["centers"], -pair)
     torch.testing.assert_close(gradient, expected, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["eeacsf", "acsf"])
+def test_closed_form_sums_cotangents_equal_autograd(kind):
+    from ase import Atoms
+
+    descriptor = EeACSF.from_paper(["H", "C", "O"], cutoff=5.0)
+    if kind == "acsf":
+        descriptor = ACSF.like(descriptor)
+    # a lone atom (all its functions exactly 0: the square root's kink) beside a periodic box
+    lone = Atoms("O", positions=[[0.0, 0.0, 0.0]])
+    graph = build_graph([random_box("H8C4O4", 7.0, seed=3), lone], descriptor.elements, descriptor.cutoff)
+    t = graph.tensors()
+    radial, angular = (x.detach().requires_grad_() for x in descriptor.sums(t["positions"], t["cells"], t))
+    values = descriptor.values_from_sums(radial, angular)
+    assert (values[-1] == 0).all() and (values[:-1] != 0).any()
+    cotangent = torch.randn(4, *values.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    expected = torch.autograd.grad(values, (radial, angular), cotangent, is_grads_batched=True)
+    ours = descriptor.sums_cotangents(values.detach(), cotangent)
+    for mine, reference in zip(ours, expected):
+        assert mine.shape == reference.shape
+        torch.testing.assert_close(mine, reference, rtol=1e-12, atol=1e-14)
+
+
+def test_auto_layout_is_per_triplet_for_molecules_and_per_pair_for_dense_boxes(sn2_frames):
+    elements = ["H", "C", "N", "O", "F", "S", "Cl", "Br"]
+    descriptor = EeACSF.from_paper(elements, cutoff=6.0)
+    molecule = build_graph(sn2_frames[:4], elements, 6.0).tensors()
+    assert descriptor.sums_and_jacobian(molecule["positions"], molecule["cells"], molecule).layout == "triplet"
+    box = build_graph([random_box("H40C20O20", 9.0, seed=1)], elements, 6.0).tensors()
+    assert descriptor.sums_and_jacobian(box["positions"], box["cells"], box).layout == "pair"
 
 
 def test_closed_form_triplet_jacobian_equals_forward_mode_differentiation():
@@ -56,9 +89,9 @@ def test_both_force_paths_of_the_ensemble_agree(monkeypatch):
     elements = ["H", "C", "O"]
     model = Ensemble.new(elements, EeACSF.from_paper(elements, cutoff=5.0), members=3, hidden=(12,), seed=2)
     atoms = random_box("H8C4O4", 7.0, seed=4)
-    monkeypatch.setattr(ensemble_module, "JACOBIAN_MIN_TRIPLETS_PER_ATOM", 0)
+    monkeypatch.setattr(ensemble_module, "JACOBIAN_MIN_TRIPLETS", 0)
     via_jacobian = model.evaluate(atoms, stress=True)
-    monkeypatch.setattr(ensemble_module, "JACOBIAN_MIN_TRIPLETS_PER_ATOM", 10**12)
+    monkeypatch.setattr(ensemble_module, "JACOBIAN_MIN_TRIPLETS", 10**12)
     via_autograd = model.evaluate(atoms, stress=True)
     np.testing.assert_allclose(via_jacobian.forces_members, via_autograd.forces_members, atol=1e-10)
     np.testing.assert_allclose(via_jacobian.stress, via_autograd.stress, atol=1e-12)
