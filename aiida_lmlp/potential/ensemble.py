@@ -37,8 +37,8 @@ PAPER_HIDDEN = (102, 61, 44)
 
 #: From this many angular triplets in a batch on, per-member forces use the explicit descriptor
 #: Jacobian; below it, one vectorised backward pass per member costs less than building the
-#: Jacobian. Measured with 10 members (benchmarks/README.md): about even at 8 SN2 conformations
-#: (~500 triplets); 200 SN2 conformations 1.6x, fcc Cu at 4.5 Å 3.6x faster with the Jacobian.
+#: Jacobian. Measured with 10 members (benchmarks/per_member_paths.py): about even at 4–8 SN2
+#: conformations (375–660 triplets); 200 SN2 conformations 1.45x, fcc Cu at 4.5 Å 2.7x faster.
 JACOBIAN_MIN_TRIPLETS = 512
 
 
