@@ -155,6 +155,11 @@ def _elements_interleaved(case: dict) -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the largest boxes")
+    parser.add_argument(
+        "--only-ensemble",
+        action="store_true",
+        help="rerun only the ensemble cases and replace their rows in the existing results file",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -190,6 +195,8 @@ def main():
                 "dtype": "float32" if n > 3000 else "float64",
             }
         )
+    if args.only_ensemble:
+        cases = [case for case in cases if case["kind"].startswith("ensemble")]
     rows = []
     for case in cases:
         done = subprocess.run([sys.executable, __file__, "--child", json.dumps(case)], capture_output=True, text=True)
@@ -203,7 +210,11 @@ def main():
 
     machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     out = HERE / "results" / "ensemble_and_scaling.json"
-    out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    result = {"machine": machine, "rows": rows}
+    if args.only_ensemble and out.exists():
+        kept = [row for row in json.loads(out.read_text())["rows"] if not row["kind"].startswith("ensemble")]
+        result = {"machine": machine, "ensemble_rows_from": "--only-ensemble", "rows": rows + kept}
+    out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
 
 

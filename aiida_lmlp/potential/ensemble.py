@@ -280,11 +280,9 @@ class Ensemble(torch.nn.Module):
             # each member costs small contractions instead of a backward pass through the descriptor
             jacobian = self.descriptor.sums_and_jacobian(t["positions"], t["cells"], t)
             descriptors = self.descriptor.values_from_sums(jacobian.radial, jacobian.angular)  # (A, G)
-            with torch.enable_grad():
-                leaf = descriptors.unsqueeze(0).expand(self.members, -1, -1).clone().requires_grad_()
-                atomic = self.networks(leaf, t["species"]) + reference  # (M, A)
-                energy_members = atomic.new_zeros(self.members, n_structures).index_add(1, structure, atomic)
-                (d_energy,) = torch.autograd.grad(energy_members.sum(), leaf)  # (M, A, G)
+            atomic, d_energy = self.networks.energies_and_input_gradients(descriptors, t["species"])  # (M, A, G)
+            atomic = atomic + reference  # (M, A)
+            energy_members = atomic.new_zeros(self.members, n_structures).index_add(1, structure, atomic)
             pair_gradients = self.descriptor.value_pair_gradients(jacobian, t, descriptors, d_energy)  # (M, P, 3)
             vectors = jacobian.vectors
         else:

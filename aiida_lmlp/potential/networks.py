@@ -81,6 +81,36 @@ class ElementNetwork(torch.nn.Module):
                 x = scaled_tanh(x)
         return x.squeeze(-1)
 
+    @torch.no_grad()
+    def energies_and_input_gradients(self, descriptors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Atomic energies ``(M, N)`` and every member's ``∂E/∂G`` ``(M, N, n_inputs)`` for shared ``(N, n_inputs)``.
+
+        The same function as :meth:`forward`, evaluated without autograd for the per-member
+        forces: the standardisation is folded into the first layer, which then is one matrix
+        product for all members (the input is shared), and the input gradients are propagated
+        by hand with ``f'(z) = s − f(z)²/s`` from the stored activations. Not differentiable.
+        """
+        n_atoms = descriptors.shape[0]
+        first = self.alpha[:, :, None] * self.weights[0]  # (M, G, h1): α folded into W1
+        bias = self.biases[0] - torch.einsum("mg,mgh->mh", self.alpha * self.beta, self.weights[0])
+        x = (descriptors @ first.transpose(0, 1).reshape(self.n_inputs, -1)).view(n_atoms, self.members, -1)
+        x = x.transpose(0, 1) + bias[:, None, :]  # (M, N, h1)
+        activations = []
+        last = len(self.weights) - 1
+        for k in range(1, last + 1):
+            x = scaled_tanh(x)
+            activations.append(x)
+            x = torch.baddbmm(self.biases[k][:, None, :], x, self.weights[k])
+        energies = x.squeeze(-1)  # (M, N)
+        s = ACTIVATION_SCALE
+        output = first if last == 0 else self.weights[last]  # a network without hidden layers is linear
+        delta = output[:, None, :, 0].expand(-1, n_atoms, -1)  # ∂E/∂(input of the output layer)
+        for k in range(last, 0, -1):
+            delta = delta * (s - activations[k - 1] ** 2 / s)  # through f
+            weights = first if k == 1 else self.weights[k - 1]
+            delta = torch.bmm(delta, weights.transpose(1, 2))  # through layer k − 1 (first: with α)
+        return energies, delta
+
 
 class StackedAtomicNetworks(torch.nn.Module):
     """One :class:`ElementNetwork` per element; maps descriptors to atomic energies ``(M, A)``."""
@@ -142,6 +172,26 @@ class StackedAtomicNetworks(torch.nn.Module):
             for element, block, count in zip(self.elements, blocks, counts)
         ]
         return torch.cat(energies, dim=1).index_select(1, torch.argsort(order))
+
+    @torch.no_grad()
+    def energies_and_input_gradients(
+        self, descriptors: torch.Tensor, species: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Atomic energies ``(M, A)`` and every member's ``∂E_atomic/∂G`` ``(M, A, G)``, without autograd.
+
+        For shared descriptors ``(A, G)``; see :meth:`ElementNetwork.energies_and_input_gradients`.
+        """
+        order = torch.argsort(species, stable=True)
+        counts = torch.bincount(species, minlength=len(self.elements)).tolist()
+        blocks = torch.split(descriptors.index_select(0, order), counts, dim=0)
+        energies, gradients = [], []
+        for element, block, count in zip(self.elements, blocks, counts):
+            if count:
+                energy, gradient = self.networks[element].energies_and_input_gradients(block)
+                energies.append(energy)
+                gradients.append(gradient)
+        back = torch.argsort(order)
+        return torch.cat(energies, dim=1).index_select(1, back), torch.cat(gradients, dim=1).index_select(1, back)
 
     def forward_packed(self, descriptors: torch.Tensor, species: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
         """Atomic energies ``(A,)``, every atom through its own member's network: ``descriptors`` ``(A, G)``.

@@ -145,3 +145,22 @@ def test_acsf_models_cannot_grow_an_element():
     model = Ensemble.new(["H", "O"], ACSF.like(EeACSF.from_paper(["H", "O"])), members=1, hidden=(4,))
     with pytest.raises(ValueError, match="would grow"):
         model.add_element("C", 0.0)
+
+
+@pytest.mark.parametrize("hidden", [(7, 5, 3), (6,), ()])
+def test_hand_written_input_gradients_equal_autograd(hidden):
+    from aiida_lmlp.potential.networks import StackedAtomicNetworks
+
+    networks = StackedAtomicNetworks(["H", "C", "O"], n_inputs=11, hidden=hidden, members=4, seed=3)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # a non-trivial standardisation α (G − β) and biases
+        for parameter in networks.parameters():
+            parameter.add_(0.3 * torch.randn(parameter.shape, dtype=parameter.dtype, generator=generator))
+    descriptors = torch.randn(23, 11, dtype=torch.float64, generator=generator)
+    species = torch.tensor([0, 2, 1] * 7 + [2, 2])  # every element, unsorted
+    leaf = descriptors.unsqueeze(0).expand(4, -1, -1).clone().requires_grad_()
+    expected = networks(leaf, species)
+    (expected_gradients,) = torch.autograd.grad(expected.sum(), leaf)
+    energies, gradients = networks.energies_and_input_gradients(descriptors, species)
+    torch.testing.assert_close(energies, expected.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gradients, expected_gradients, rtol=1e-12, atol=1e-12)
