@@ -86,10 +86,15 @@ def prepare_batch(model: Ensemble, structures: Sequence[Atoms]) -> PreparedBatch
     )
 
 
+def _descriptors(model: Ensemble, batch: PreparedBatch) -> torch.Tensor:
+    """The batch's descriptor values ``(A, G)``: constants of the training (no gradient)."""
+    return model.descriptor.values_from_sums(batch.jacobian.radial, batch.jacobian.angular).detach()
+
+
 def predict_batch(model: Ensemble, batch: PreparedBatch, *, forces: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Energies ``(M, S)`` and forces ``(M, A, 3)`` of every member, differentiable in the weights."""
     t = batch.graph
-    descriptors = model.descriptor.values_from_sums(batch.jacobian.radial, batch.jacobian.angular).detach()  # (A, G)
+    descriptors = _descriptors(model, batch)  # (A, G)
     with torch.enable_grad():
         leaf = descriptors.unsqueeze(0).expand(model.members, -1, -1)
         if forces:
@@ -116,7 +121,7 @@ def predict_packed(model: Ensemble, batch: PreparedBatch, member: torch.Tensor) 
     costs what training the members one by one would cost, in one batched pass.
     """
     t = batch.graph
-    descriptors = model.descriptor.values_from_sums(batch.jacobian.radial, batch.jacobian.angular).detach()  # (A, G)
+    descriptors = _descriptors(model, batch)  # (A, G)
     atom_member = member[t["structure"]]
     with torch.enable_grad():
         leaf = descriptors.clone().requires_grad_(True)
