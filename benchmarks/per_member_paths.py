@@ -14,26 +14,16 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def _median_seconds(fn, rounds: int) -> float:
-    fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
 def _case(name: str, structures, elements, cutoff: float, rounds: int) -> dict:
+    from timing import interleaved_medians
+
     import aiida_lmlp.potential.ensemble as ensemble_module
     from aiida_lmlp.potential import EeACSF, Ensemble
     from aiida_lmlp.potential.neighbors import build_graph
@@ -59,11 +49,7 @@ def _case(name: str, structures, elements, cutoff: float, rounds: int) -> dict:
         "10 members, per-member forces, Jacobian": forced(0),
         "10 members, per-member forces, backward passes": forced(10**15),
     }
-    samples = {key: [] for key in variants}
-    for _ in range(rounds):
-        for key, fn in variants.items():
-            samples[key].append(_median_seconds(fn, 1))
-    seconds = {key: statistics.median(values) for key, values in samples.items()}
+    seconds = interleaved_medians(variants, rounds)
     graph = build_graph(list(structures), elements, cutoff)
     row = {
         "case": name,

@@ -15,3 +15,20 @@ def median_time(fn, repeats: int) -> float:
         fn()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def interleaved_medians(variants: dict, rounds: int) -> dict:
+    """Median wall time of every ``variants[name]()``, timed in alternation over ``rounds`` rounds.
+
+    One warm-up call each first. Alternating spreads the machine's noise over all variants, so
+    their ratios are comparable even where the seconds are not.
+    """
+    samples = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}

@@ -17,9 +17,7 @@ and against 10 one-member models one after another.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ import torch
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from structures import SN2_ELEMENTS, sn2_conformations  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 from aiida_lmlp.potential import Ensemble  # noqa: E402
 from aiida_lmlp.potential.paper_core import PaperCoRe, core_parameter_groups  # noqa: E402
@@ -54,18 +53,6 @@ def trainer(members: int, structures, seed: int):
         optimizer.step()
 
     return step
-
-
-def _timed(variants: dict, rounds: int) -> dict:
-    samples = {name: [] for name in variants}
-    for fn in variants.values():
-        fn()
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def subsample(members: int = 10, fraction: float = 0.1, rounds: int = 5) -> dict:
@@ -112,7 +99,7 @@ def subsample(members: int = 10, fraction: float = 0.1, rounds: int = 5) -> dict
             single_optimizer.step()
 
     union_size = len(torch.unique(torch.cat(own)))
-    seconds = _timed(
+    seconds = interleaved_medians(
         {
             f"{members} members packed (each its own subsample)": packed,
             f"{members} members on the union of the subsamples, masked (before)": union,
@@ -159,23 +146,15 @@ def main(n_structures: int = 90, rounds: int = 5):
         "10 members packed": packed,
         "10 members one after another": lambda: [s() for s in singles],
     }
-    samples = {name: [] for name in variants}
-    for fn in variants.values():
-        fn()
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
+    medians = interleaved_medians(variants, rounds)
     rows = {}
-    for name, values in samples.items():
-        seconds = statistics.median(values)
+    for name, seconds in medians.items():
         members = 1 if name == "1 member" else 10
         rows[name] = {"seconds_per_step": seconds, "member_conformations_per_s": members * n_structures / seconds}
     for variant in ("stacked", "packed"):
-        rows[f"speed-up {variant} vs one after another"] = statistics.median(
-            samples["10 members one after another"]
-        ) / statistics.median(samples[f"10 members {variant}"])
+        rows[f"speed-up {variant} vs one after another"] = (
+            medians["10 members one after another"] / medians[f"10 members {variant}"]
+        )
     result = {
         "conformations": n_structures,
         "threads": torch.get_num_threads(),
