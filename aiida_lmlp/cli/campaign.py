@@ -383,5 +383,9 @@ def quickstart(profile_name, use_zeromq, timeout):
     stop = node.outputs.stop_reason.value if "stop_reason" in node.outputs else "?"
     click.echo(f"campaign {name} finished in {time.monotonic() - start:.0f} s (exit status {node.exit_status}): {stop}")
     _print_versions(name)
+    click.echo(
+        "test RMSE: each version on its members' test splits of its own data, which grows with the "
+        "uncertain conformations exploration found, so later versions are tested on harder data"
+    )
     if not node.is_finished_ok:
         raise click.ClickException(f"the campaign failed: {node.exit_message}; see `verdi process report {node.pk}`")
