@@ -25,7 +25,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .elements import ELEMENT_TERM_MAX, ELEMENT_TERMS, element_term_table, is_d_block, validate_elements
+from .elements import (
+    ELEMENT_TERMS,
+    PAPER_MAX_PERIOD,
+    element_term_max,
+    element_term_table,
+    is_d_block,
+    is_f_block,
+    period_of,
+    validate_elements,
+)
 from .eta_grid import eta_for_inflection, eta_grid, inflection_point
 from .symmetry_functions import AtomCenteredDescriptor, bump_cutoff, safe_sqrt, species_pair_table
 
@@ -58,6 +67,11 @@ PAPER_TABLE_1 = {
 #: with γ = +1, like their radial counterparts.
 D_BLOCK_RADIAL_TERMS = ["d", "d_bar"]
 D_BLOCK_ANGULAR_TERMS = [["d", 1], ["d_bar", 1]]
+
+#: Terms joining when an f-block element is present (the paper: "the group in the f-block can
+#: be implemented in the same way as for the d-block"), with γ = +1 like ``d`` and ``d̄``.
+F_BLOCK_RADIAL_TERMS = ["f", "f_bar"]
+F_BLOCK_ANGULAR_TERMS = [["f", 1], ["f_bar", 1]]
 
 
 def _rescaled_widths(etas: Sequence[float], cutoff: float, r_min: float) -> list[float]:
@@ -93,8 +107,12 @@ class EeACSF(AtomCenteredDescriptor):
         zetas: Sequence[float],
         radial_terms: Sequence[str],
         angular_terms: Sequence[Sequence],
+        max_period: int = PAPER_MAX_PERIOD,
     ):
-        super().__init__(validate_elements(elements), cutoff)
+        if max_period not in (PAPER_MAX_PERIOD, 7):
+            raise ValueError(f"max_period must be 5 (the paper's H–Xe) or 7 (up to Og), got {max_period}")
+        super().__init__(validate_elements(elements, max_period), cutoff)
+        self.max_period = int(max_period)
         for name, values in (("radial_eta", radial_eta), ("angular_eta", angular_eta)):
             if any(v < 0 for v in values):
                 raise ValueError(f"{name} values must be ≥ 0, got {list(values)}")
@@ -114,11 +132,10 @@ class EeACSF(AtomCenteredDescriptor):
         self.radial_terms = [str(t) for t in radial_terms]
         self.angular_terms = [[str(t), int(g)] for t, g in angular_terms]
 
-        table = element_term_table(self.elements).astype(np.float64)  # (S, 7)
+        table = element_term_table(self.elements, self.max_period).astype(np.float64)  # (S, 9)
         column = {name: k for k, name in enumerate(ELEMENT_TERMS)}
-        radial_weights = np.stack(
-            [table[:, column[t]] / ELEMENT_TERM_MAX[t] for t in self.radial_terms], axis=1
-        )  # (S, H_rad)
+        term_max = element_term_max(self.max_period)
+        radial_weights = np.stack([table[:, column[t]] / term_max[t] for t in self.radial_terms], axis=1)  # (S, H_rad)
         pairs = species_pair_table(self.n_species)
         angular_weights = np.zeros((self.n_species_pairs, len(self.angular_terms)))
         for a in range(self.n_species):
@@ -126,7 +143,7 @@ class EeACSF(AtomCenteredDescriptor):
                 for h, (term, gamma) in enumerate(self.angular_terms):
                     h_j, h_k = table[a, column[term]], table[b, column[term]]
                     offset = 1.0 if gamma == -1 and not (h_j == 0 and h_k == 0) else 0.0
-                    h_max = ELEMENT_TERM_MAX[term] * (2.0 if gamma == 1 else 1.0)
+                    h_max = term_max[term] * (2.0 if gamma == 1 else 1.0)
                     angular_weights[pairs[a, b], h] = (abs(h_j + gamma * h_k) + offset) / h_max
         self.register_buffer("radial_weights", torch.as_tensor(radial_weights), persistent=False)
         self.register_buffer("angular_weights", torch.as_tensor(angular_weights), persistent=False)
@@ -148,18 +165,24 @@ class EeACSF(AtomCenteredDescriptor):
         """The parameters of Table 1 of the paper (153 functions for main-group elements).
 
         With a d-block element among ``elements`` the ``d`` and ``d̄`` terms join (7 radial,
-        11 angular element terms: 63 + 132 = 195 functions). For a cutoff other than 12 Å the
+        11 angular element terms: 63 + 132 = 195 functions), with an f-block element ``f`` and
+        ``f̄`` likewise; with any element beyond xenon the periods go up to 7 (``X − 1 = 7``, the
+        paper's recipe for higher periods). For a cutoff other than 12 Å the
         radial η grid is re-derived with the tutorial's recipe (``η = 0`` plus equidistant
         inflection points down to ``r_min``, by default the innermost inflection point of
         Table 1, 0.667 Å) and the angular η keep their relative inflection-point positions.
         """
         elements = validate_elements(elements)
+        max_period = PAPER_MAX_PERIOD if all(period_of(s) <= PAPER_MAX_PERIOD for s in elements) else 7
         table = PAPER_TABLE_1
         radial_terms = list(table["radial_terms"])
         angular_terms = [list(t) for t in table["angular_terms"]]
         if any(is_d_block(s) for s in elements):
             radial_terms = ["1", "n", "m", "d", "n_bar", "m_bar", "d_bar"]
             angular_terms += [list(t) for t in D_BLOCK_ANGULAR_TERMS]
+        if any(is_f_block(s) for s in elements):
+            radial_terms += F_BLOCK_RADIAL_TERMS
+            angular_terms += [list(t) for t in F_BLOCK_ANGULAR_TERMS]
         radial_eta, angular_eta = list(table["radial_eta"]), list(table["angular_eta"])
         if abs(cutoff - table["cutoff"]) > 1e-12:
             innermost = inflection_point(max(radial_eta), table["cutoff"])
@@ -175,6 +198,7 @@ class EeACSF(AtomCenteredDescriptor):
             table["zetas"],
             radial_terms,
             angular_terms,
+            max_period,
         )
 
     def to_config(self) -> dict:
@@ -189,6 +213,7 @@ class EeACSF(AtomCenteredDescriptor):
             "zetas": self.zetas,
             "radial_terms": self.radial_terms,
             "angular_terms": self.angular_terms,
+            "max_period": self.max_period,
         }
 
     def with_elements(self, elements: Sequence[str]) -> EeACSF:

@@ -30,6 +30,44 @@ def test_d_block_elements_add_d_terms(elements):
     assert len(desc) == 7 * 9 + 11 * 12 == 195
 
 
+@pytest.mark.parametrize(
+    "elements, count, max_period",
+    [
+        (["Cs", "I"], 153, 7),  # beyond xenon: periods up to 7, no new terms
+        (["H", "C", "Pt"], 195, 7),  # d block of period 6
+        (["H", "O", "La"], 7 * 9 + 11 * 12, 7),  # f and f̄ join like d and d̄
+        (["H", "O", "Fe", "U"], 9 * 9 + 13 * 12, 7),  # both
+    ],
+)
+def test_periods_6_and_7_follow_the_papers_recipe(elements, count, max_period):
+    desc = EeACSF.from_paper(elements)
+    assert len(desc) == count and desc.max_period == max_period
+    again = EeACSF(**{k: v for k, v in desc.to_config().items() if k != "kind"})
+    assert again.feature_names == desc.feature_names
+
+
+def test_n_bar_and_the_normalisation_follow_the_largest_period():
+    atoms = Atoms("CH", positions=[[0, 0, 0], [1.1, 0, 0]])
+    fc = math.exp(1.0 - 1.0 / (1.0 - 1.1**2 / 144.0))
+    paper = EeACSF.from_paper(["H", "C"])
+    heavy = EeACSF(**{**{k: v for k, v in paper.to_config().items() if k != "kind"}, "max_period": 7})
+    name = "radial H=n_bar eta=0"
+    # H has n = 1: n̄ = 6 − 1 = 5 of H_max 5 (paper), 8 − 1 = 7 of H_max 7 (periods up to 7)
+    assert _value(paper, atoms, name) == pytest.approx(math.sqrt(5 / 5 * fc), rel=1e-12)
+    assert _value(heavy, atoms, name) == pytest.approx(math.sqrt(7 / 7 * fc), rel=1e-12)
+    assert _value(heavy, atoms, "radial H=n eta=0") == pytest.approx(math.sqrt(1 / 7 * fc), rel=1e-12)
+
+
+def test_a_model_file_written_before_periods_6_and_7_reads_as_periods_up_to_5():
+    from aiida_lmlp.potential.descriptors import descriptor_from_config
+
+    config = EeACSF.from_paper(["H", "C", "Cl"]).to_config()
+    config.pop("max_period")
+    assert descriptor_from_config(config).max_period == 5
+    with pytest.raises(ValueError, match="beyond Xe"):
+        EeACSF.from_paper(["H", "C"]).with_elements(["H", "C", "Pt"])
+
+
 @pytest.mark.parametrize("n_elements", [1, 2, 4, 10])
 def test_acsf_count_follows_the_combinatorial_formula(n_elements):
     desc = ACSF.like(EeACSF.from_paper(MAIN_GROUP_10[:n_elements]))

@@ -126,3 +126,21 @@ def test_float32_agrees_with_float64(sn2_model, sn2_frames):
     # relative to the atomisation-like network part (the reference energies are ~1e4 eV)
     assert abs(a.energy[0] - b.energy[0]) < 1e-3
     np.testing.assert_allclose(a.forces, b.forces, atol=1e-3)
+
+
+def test_forces_are_exact_derivatives_with_period_6_and_7_elements():
+    # Pt (d block, period 6), La and U (f block): periods up to 7 with the f and f̄ terms
+    elements = ["H", "C", "Pt", "La", "U"]
+    model = Ensemble.new(elements, EeACSF.from_paper(elements, cutoff=6.0), members=2, hidden=(10,), seed=4)
+    from ase import Atoms
+
+    atoms = Atoms(
+        "PtLaUCH2",
+        positions=[[0, 0, 0], [2.6, 0.2, 0], [-0.3, 2.7, 0.4], [0.1, -0.2, 2.0], [0.9, -0.4, 2.6], [-0.7, 0.2, 2.7]],
+    )
+    model.initialize_standardization([atoms])
+    atoms.calc = LmlpCalculator(model)
+    coarse = calculate_numerical_forces(atoms, eps=1e-4)
+    fine = calculate_numerical_forces(atoms, eps=5e-5)
+    assert np.isfinite(atoms.get_potential_energy())
+    assert _relative_error(atoms.get_forces(), (4 * fine - coarse) / 3) < 1e-6
