@@ -86,6 +86,11 @@ def test_train_end_to_end_on_200_sn2_conformations_and_continue(tmp_path):
     assert Ensemble.load(more).training_config["trainer"]["epoch"] == 22
     assert [json.loads(x)["epoch"] for x in (tmp_path / "m2.metrics.jsonl").read_text().splitlines()] == [21, 22]
 
+    # a new training at the same --out starts a new metrics history instead of appending to the old one
+    result = runner.invoke(main, args + ["--epochs", "2"])  # the last --epochs counts
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "m.metrics.jsonl").read_text().splitlines()] == [1, 2]
+
 
 def test_train_refuses_bad_configuration_naming_the_key(tmp_path):
     config = tmp_path / "c.yaml"

@@ -94,4 +94,8 @@ def run_training(
         ).to(device)
         model.initialize_standardization([a for a in structures if set(a.get_chemical_symbols()) <= set(elements)])
     trainer = Trainer(model, structures, config)
-    return trainer.run(config["epochs"], out, metrics_path_for(out))
+    metrics = metrics_path_for(out)
+    if parent is None and metrics.exists():
+        # a new model starts a new history; a continued one (--continue-from) appends to its own
+        metrics.unlink()
+    return trainer.run(config["epochs"], out, metrics)
