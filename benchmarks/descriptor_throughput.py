@@ -8,6 +8,10 @@ Run with the peer's virtual environment (TorchANI pins a click newer than aiida-
     benchmarks/.venv-torchani/bin/pip install --no-deps -e .
     TORCHANI_NO_WARN_EXTENSIONS=1 benchmarks/.venv-torchani/bin/python benchmarks/descriptor_throughput.py
 
+``--device cuda`` runs both codes on the GPU (results in ``descriptor_throughput_cuda.json``);
+the eeACSF neighbour search stays on the CPU (vesin) and its graph is copied over each call,
+which is part of the measured time, as TorchANI's own neighbour search is part of its time.
+
 "Descriptor + force" = the descriptor matrix and the gradient of a fixed random projection of it
 with respect to the positions (what a force evaluation costs on top of the networks), including
 the neighbour search of each code. The same structures and the same dtype (float64, float32) go
@@ -32,14 +36,14 @@ from aiida_lmlp.potential import EeACSF  # noqa: E402
 from aiida_lmlp.potential.neighbors import build_graph  # noqa: E402
 
 
-def eeacsf_case(structures, elements, cutoff, dtype):
-    descriptor = EeACSF.from_paper(elements, cutoff=cutoff)
+def eeacsf_case(structures, elements, cutoff, dtype, device="cpu"):
+    descriptor = EeACSF.from_paper(elements, cutoff=cutoff).to(device)
     n_atoms = sum(len(a) for a in structures)
-    weights = torch.randn(n_atoms, len(descriptor), dtype=dtype, generator=torch.Generator().manual_seed(0))
+    weights = torch.randn(n_atoms, len(descriptor), dtype=dtype, generator=torch.Generator().manual_seed(0)).to(device)
 
     def run():
         graph = build_graph(structures, elements, cutoff)
-        t = graph.tensors(dtype=dtype)
+        t = graph.tensors(device, dtype=dtype)
         positions = t["positions"].requires_grad_(True)
         values = descriptor(positions, t["cells"], t)
         (grad,) = torch.autograd.grad((values * weights).sum(), positions)
@@ -48,7 +52,7 @@ def eeacsf_case(structures, elements, cutoff, dtype):
     return run, len(descriptor), n_atoms
 
 
-def ani_case(structures, elements, dtype, radial_cutoff=None, angular_cutoff=None):
+def ani_case(structures, elements, dtype, radial_cutoff=None, angular_cutoff=None, device="cpu"):
     from torchani.aev import AEVComputer
 
     kwargs = {"num_species": len(elements)}
@@ -59,7 +63,7 @@ def ani_case(structures, elements, dtype, radial_cutoff=None, angular_cutoff=Non
     periodic = bool(structures[0].pbc.any())
     if periodic:
         kwargs["neighborlist"] = "cell_list"
-    aev = AEVComputer.like_2x(**kwargs).to(dtype)
+    aev = AEVComputer.like_2x(**kwargs).to(dtype=dtype, device=device)
     index = {e: k for k, e in enumerate(elements)}
     n_max = max(len(a) for a in structures)
     species = torch.full((len(structures), n_max), -1, dtype=torch.long)
@@ -67,11 +71,13 @@ def ani_case(structures, elements, dtype, radial_cutoff=None, angular_cutoff=Non
     for m, atoms in enumerate(structures):
         species[m, : len(atoms)] = torch.tensor([index[s] for s in atoms.get_chemical_symbols()])
         coords[m, : len(atoms)] = torch.as_tensor(atoms.positions, dtype=dtype)
-    cell = torch.as_tensor(structures[0].cell.array, dtype=dtype) if periodic else None
-    pbc = torch.tensor([True, True, True]) if periodic else None
+    species, coords = species.to(device), coords.to(device)
+    cell = torch.as_tensor(structures[0].cell.array, dtype=dtype, device=device) if periodic else None
+    pbc = torch.tensor([True, True, True], device=device) if periodic else None
     with torch.no_grad():
         length = aev(species[:1], coords[:1], cell=cell, pbc=pbc).shape[-1]
     weights = torch.randn(len(structures), n_max, length, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    weights = weights.to(device)
 
     def run():
         positions = coords.clone().requires_grad_(True)
@@ -85,8 +91,11 @@ def ani_case(structures, elements, dtype, radial_cutoff=None, angular_cutoff=Non
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "descriptor_throughput.json")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", type=Path, help="default: results/descriptor_throughput[_DEVICE].json")
     args = parser.parse_args()
+    suffix = "" if args.device == "cpu" else f"_{args.device}"
+    args.out = args.out or Path(__file__).parent / "results" / f"descriptor_throughput{suffix}.json"
     torch.set_num_threads(torch.get_num_threads())
     sets = {
         "sn2 (899 conformations, gas phase)": (sn2_conformations(), SN2_ELEMENTS, 12.0),
@@ -96,11 +105,11 @@ def main():
     for name, (structures, elements, cutoff) in sets.items():
         for dtype in (torch.float64, torch.float32):
             cases = {
-                f"eeACSF Table 1 (Rc {cutoff:g} Å)": eeacsf_case(structures, elements, cutoff, dtype),
-                "TorchANI AEV, ANI-2x radii (5.1/3.5 Å)": ani_case(structures, elements, dtype),
+                f"eeACSF Table 1 (Rc {cutoff:g} Å)": eeacsf_case(structures, elements, cutoff, dtype, args.device),
+                "TorchANI AEV, ANI-2x radii (5.1/3.5 Å)": ani_case(structures, elements, dtype, device=args.device),
                 # TorchANI needs the angular cutoff strictly below the radial one
                 f"TorchANI AEV, radii {cutoff:g}/{cutoff - 0.01:g} Å": ani_case(
-                    structures, elements, dtype, cutoff, cutoff - 0.01
+                    structures, elements, dtype, cutoff, cutoff - 0.01, args.device
                 ),
             }
             for label, (run, length, n_atoms) in cases.items():
@@ -123,6 +132,7 @@ def main():
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))

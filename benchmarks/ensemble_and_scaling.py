@@ -1,9 +1,11 @@
 """Ensemble cost (10 members vs 1), peak memory, and scaling with elements and atoms.
 
     python benchmarks/ensemble_and_scaling.py [--quick]
+    python benchmarks/ensemble_and_scaling.py --device cuda   # the ensemble cases on a GPU
 
 Every case runs in a fresh subprocess so that its peak resident memory (ru_maxrss) is its own.
-Results go to benchmarks/results/ensemble_and_scaling.json.
+Results go to benchmarks/results/ensemble_and_scaling.json (``_cuda.json`` for ``--device cuda``,
+which runs only the 10-vs-1-member cases, in float64 and float32, with the peak GPU memory).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from timing import median_time  # noqa: E402
+from timing import interleaved_medians, median_time  # noqa: E402
 
 
 def run_case(case: dict) -> dict:
@@ -95,23 +97,30 @@ def _ensemble_ratio(case: dict) -> dict:
         structures, elements, cutoff = sn2_conformations()[:200], SN2_ELEMENTS, 12.0
     else:
         structures, elements, cutoff = [water_box(334)], ["H", "O"], 6.0
+    import torch
+
+    device = case.get("device", "cpu")
+    dtype = getattr(torch, case.get("dtype", "float64"))
     descriptor = EeACSF.from_paper(elements, cutoff=cutoff)
-    one = Ensemble.new(elements, descriptor, members=1, seed=0)
-    ten = Ensemble.new(elements, descriptor, members=10, seed=0)
+    one = Ensemble.new(elements, descriptor, members=1, seed=0, dtype=dtype).to(device)
+    ten = Ensemble.new(elements, descriptor, members=10, seed=0, dtype=dtype).to(device)
     variants = {
         "1 member": lambda: one.evaluate(structures),
         "10 members, mean forces": lambda: ten.evaluate(structures, member_forces=False),
         "10 members, per-member forces": lambda: ten.evaluate(structures),
     }
-    samples = {name: [] for name in variants}
-    for fn in variants.values():
-        fn()  # warm-up
-    for _ in range(case.get("rounds", 7)):
+    if device == "cuda":
+        peaks = {}
         for name, fn in variants.items():
-            start = time.perf_counter()
             fn()
-            samples[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(values) for name, values in samples.items()}
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            torch.cuda.synchronize()
+            peaks[name] = torch.cuda.max_memory_allocated() / 2**20
+        case["peak_gpu_mb"] = peaks
+        case["gpu"] = torch.cuda.get_device_name()
+    medians = interleaved_medians(variants, case.get("rounds", 7))
     case["seconds"] = medians
     case["ratio_to_1_member"] = {name: value / medians["1 member"] for name, value in medians.items()}
     case["atoms"] = sum(len(a) for a in structures)
@@ -160,6 +169,7 @@ def main():
         action="store_true",
         help="rerun only the ensemble cases and replace their rows in the existing results file",
     )
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the ensemble cases on a GPU")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -167,6 +177,18 @@ def main():
         return
     ten = ["H", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Br"]
     cases = []
+    if args.device != "cpu":
+        for dtype in ("float64", "float32"):
+            for structures in ("sn2", "water"):
+                cases.append(
+                    {
+                        "kind": "ensemble_ratio",
+                        "structures": structures,
+                        "rounds": 7,
+                        "device": args.device,
+                        "dtype": dtype,
+                    }
+                )
     for structures in ("sn2", "water"):
         cases.append({"kind": "ensemble_ratio", "structures": structures, "rounds": 7 if structures == "sn2" else 3})
         for members, member_forces in ((1, True), (10, False), (10, True)):
@@ -197,6 +219,8 @@ def main():
         )
     if args.only_ensemble:
         cases = [case for case in cases if case["kind"].startswith("ensemble")]
+    if args.device != "cpu":
+        cases = [case for case in cases if case.get("device") == args.device]
     rows = []
     for case in cases:
         done = subprocess.run([sys.executable, __file__, "--child", json.dumps(case)], capture_output=True, text=True)
@@ -209,9 +233,10 @@ def main():
     import torch
 
     machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    out = HERE / "results" / "ensemble_and_scaling.json"
+    suffix = "" if args.device == "cpu" else f"_{args.device}"
+    out = HERE / "results" / f"ensemble_and_scaling{suffix}.json"
     result = {"machine": machine, "rows": rows}
-    if args.only_ensemble and out.exists():
+    if args.only_ensemble and args.device == "cpu" and out.exists():
         kept = [row for row in json.loads(out.read_text())["rows"] if not row["kind"].startswith("ensemble")]
         result = {"machine": machine, "ensemble_rows_from": "--only-ensemble", "rows": rows + kept}
     out.write_text(json.dumps(result, indent=1))

@@ -6,13 +6,23 @@ import statistics
 import time
 
 
+def synchronize() -> None:
+    """Wait for queued CUDA work, so that a timer measures it; nothing on the CPU."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def median_time(fn, repeats: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
     fn()
     samples = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         fn()
+        synchronize()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
@@ -28,7 +38,9 @@ def interleaved_medians(variants: dict, rounds: int) -> dict:
         fn()
     for _ in range(rounds):
         for name, fn in variants.items():
+            synchronize()
             start = time.perf_counter()
             fn()
+            synchronize()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}

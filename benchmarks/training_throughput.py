@@ -1,6 +1,6 @@
 """Training-step throughput with forces: 1 member, 10 stacked members, 10 members one after another.
 
-    python benchmarks/training_throughput.py [--subsample-only]
+    python benchmarks/training_throughput.py [--subsample-only] [--device cuda]
 
 One step = energies and forces of a batch of SN2 conformations for every member, the loss of
 Eq. 10, its gradient and a CoRe update (paper networks 102-61-44, float64). The descriptor
@@ -12,10 +12,13 @@ its own random 10 % of the 899 SN2 conformations (the paper's N_fit): the member
 (each evaluates only its own conformations, :func:`predict_packed`, what ``Trainer`` does now)
 against all members evaluated on the union of the subsamples with a mask (what it did before)
 and against 10 one-member models one after another.
+
+``--device cuda`` runs everything on the GPU; results in ``training_throughput_cuda.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -41,8 +44,8 @@ from aiida_lmlp.potential.training_batch import (  # noqa: E402
 )
 
 
-def trainer(members: int, structures, seed: int):
-    model = Ensemble.new(SN2_ELEMENTS, members=members, seed=seed)
+def trainer(members: int, structures, seed: int, device: str = "cpu"):
+    model = Ensemble.new(SN2_ELEMENTS, members=members, seed=seed).to(device)
     model.initialize_standardization(structures)
     batch = prepare_batch(model, structures)
     optimizer = PaperCoRe(core_parameter_groups(model.networks))
@@ -55,22 +58,23 @@ def trainer(members: int, structures, seed: int):
     return step
 
 
-def subsample(members: int = 10, fraction: float = 0.1, rounds: int = 5) -> dict:
+def subsample(members: int = 10, fraction: float = 0.1, rounds: int = 5, device: str = "cpu") -> dict:
     """One epoch step with a per-member random subsample: packed vs union + mask vs one after another."""
     structures = sn2_conformations()
     n_fit = int(round(fraction * len(structures)))
     generator = torch.Generator().manual_seed(0)
     own = [torch.randperm(len(structures), generator=generator)[:n_fit].sort().values for _ in range(members)]
-    model = Ensemble.new(SN2_ELEMENTS, members=members, seed=0)
+    own = [index.to(device) for index in own]
+    model = Ensemble.new(SN2_ELEMENTS, members=members, seed=0).to(device)
     model.initialize_standardization(structures)
     full = prepare_batch(model, structures)
     optimizer = PaperCoRe(core_parameter_groups(model.networks))
     singles = []
     for m in range(members):
-        single = Ensemble.new(SN2_ELEMENTS, members=1, seed=0, member_offset=m)
+        single = Ensemble.new(SN2_ELEMENTS, members=1, seed=0, member_offset=m).to(device)
         single.initialize_standardization(structures)
         singles.append((single, PaperCoRe(core_parameter_groups(single.networks))))
-    owner = torch.repeat_interleave(torch.arange(members), n_fit)
+    owner = torch.repeat_interleave(torch.arange(members, device=device), n_fit)
 
     def packed():
         optimizer.zero_grad()
@@ -82,9 +86,9 @@ def subsample(members: int = 10, fraction: float = 0.1, rounds: int = 5) -> dict
     def union():
         optimizer.zero_grad()
         union = torch.unique(torch.cat(own))
-        where = torch.full((len(structures),), -1, dtype=torch.long)
-        where[union] = torch.arange(len(union))
-        mask = torch.zeros(members, len(union), dtype=torch.bool)
+        where = torch.full((len(structures),), -1, dtype=torch.long, device=device)
+        where[union] = torch.arange(len(union), device=device)
+        mask = torch.zeros(members, len(union), dtype=torch.bool, device=device)
         for m in range(members):
             mask[m, where[own[m]]] = True
         sub = select_structures(full, union)
@@ -118,12 +122,12 @@ def subsample(members: int = 10, fraction: float = 0.1, rounds: int = 5) -> dict
     }
 
 
-def packed_trainer(members: int, structures, seed: int):
+def packed_trainer(members: int, structures, seed: int, device: str = "cpu"):
     """Every member on all ``structures`` through the packed path (each structure once per member)."""
-    model = Ensemble.new(SN2_ELEMENTS, members=members, seed=seed)
+    model = Ensemble.new(SN2_ELEMENTS, members=members, seed=seed).to(device)
     model.initialize_standardization(structures)
     batch = gather_structures(prepare_batch(model, structures), torch.arange(len(structures)).repeat(members))
-    owner = torch.repeat_interleave(torch.arange(members), len(structures))
+    owner = torch.repeat_interleave(torch.arange(members, device=device), len(structures))
     optimizer = PaperCoRe(core_parameter_groups(model.networks))
 
     def step():
@@ -134,12 +138,12 @@ def packed_trainer(members: int, structures, seed: int):
     return step
 
 
-def main(n_structures: int = 90, rounds: int = 5):
+def main(n_structures: int = 90, rounds: int = 5, device: str = "cpu"):
     structures = sn2_conformations()[:n_structures]
-    one = trainer(1, structures, 0)
-    stacked = trainer(10, structures, 0)
-    packed = packed_trainer(10, structures, 0)
-    singles = [trainer(1, structures, seed) for seed in range(10)]
+    one = trainer(1, structures, 0, device)
+    stacked = trainer(10, structures, 0, device)
+    packed = packed_trainer(10, structures, 0, device)
+    singles = [trainer(1, structures, seed, device) for seed in range(10)]
     variants = {
         "1 member": one,
         "10 members stacked": stacked,
@@ -159,15 +163,22 @@ def main(n_structures: int = 90, rounds: int = 5):
         "conformations": n_structures,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "rows": rows,
-        "subsample": subsample(rounds=rounds),
+        "subsample": subsample(rounds=rounds, device=device),
     }
     print(json.dumps(result, indent=1))
-    (HERE / "results" / "training_throughput.json").write_text(json.dumps(result, indent=1))
+    suffix = "" if device == "cpu" else f"_{device}"
+    (HERE / "results" / f"training_throughput{suffix}.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
-    if "--subsample-only" in sys.argv:
-        print(json.dumps(subsample(), indent=1))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subsample-only", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--conformations", type=int, default=90, help="batch of the first study")
+    args = parser.parse_args()
+    if args.subsample_only:
+        print(json.dumps(subsample(device=args.device), indent=1))
     else:
-        main()
+        main(args.conformations, device=args.device)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from .elements import validate_elements
-from .symmetry_functions import AtomCenteredDescriptor, cosine_cutoff
+from .symmetry_functions import AtomCenteredDescriptor, cosine_cutoff, half_one_plus_lambda_cos
 
 __all__ = ["ACSF"]
 
@@ -126,7 +126,7 @@ class ACSF(AtomCenteredDescriptor):
         # the pair parts carry exp(−η R_ij²) f_c(R_ij) and exp(−η R_ik²) f_c(R_ik); add the j–k term
         jk = torch.exp(-self.angular_eta_t.to(dtype) * (r_c * r_c)[:, None]) * cosine_cutoff(r_c, self.cutoff)[:, None]
         radial = part_a * part_b * jk  # (T, E_ang)
-        base = (0.5 + 0.5 * self.lambdas_t.to(dtype) * cos[:, None]).clamp_min(0.0)  # (T, L)
+        base = half_one_plus_lambda_cos(cos, self.lambdas_t)  # (T, L)
         # 2^(1−ζ) (1 + λ cos)^ζ = 2 (½ + ½ λ cos)^ζ, and the ordered double sum counts {j, k} twice
         angle = 4.0 * base[:, :, None] ** self.zetas_t.to(dtype)  # (T, L, Z)
         return (radial[:, :, None, None] * angle[:, None]).flatten(1)

@@ -36,7 +36,13 @@ from .elements import (
     validate_elements,
 )
 from .eta_grid import eta_for_inflection, eta_grid, inflection_point
-from .symmetry_functions import AtomCenteredDescriptor, bump_cutoff, safe_sqrt, species_pair_table
+from .symmetry_functions import (
+    AtomCenteredDescriptor,
+    bump_cutoff,
+    half_one_plus_lambda_cos,
+    safe_sqrt,
+    species_pair_table,
+)
 
 __all__ = ["EeACSF", "PAPER_TABLE_1"]
 
@@ -232,8 +238,8 @@ class EeACSF(AtomCenteredDescriptor):
         return torch.exp(-self.angular_eta_t.to(r.dtype) * (r * r)[:, None]) * bump_cutoff(r, self.cutoff)[:, None]
 
     def _angle_base(self, cos: torch.Tensor) -> torch.Tensor:
-        """``½ (1 + λ cos)``, clamped at 0 against rounding, ``(T, L, 1)``."""
-        return (0.5 + 0.5 * self.lambdas_t.to(cos.dtype) * cos[:, None]).clamp_min(0.0)[:, :, None]
+        """``½ (1 + λ cos)``, never negative (:func:`.half_one_plus_lambda_cos`), ``(T, L, 1)``."""
+        return half_one_plus_lambda_cos(cos, self.lambdas_t)[:, :, None]
 
     def triplet_features(self, v_a, v_b, part_a, part_b) -> torch.Tensor:
         """``2^−ζ (1 + λ cos θ)^ζ exp(−η (R_a² + R_b²)) f_c(R_a) f_c(R_b)``, ``(T, E_ang·L·Z)``."""
@@ -250,7 +256,7 @@ class EeACSF(AtomCenteredDescriptor):
         zeta = self.zetas_t.to(cos.dtype)
         base = self._angle_base(cos)  # (T, L, 1)
         angle = base**zeta  # (T, L, Z)
-        d_angle = torch.where(base > 0, zeta * base ** (zeta - 1.0), torch.zeros_like(angle))
+        d_angle = zeta * base ** (zeta - 1.0)  # 0⁰ = 1: ζ = 1 keeps its derivative at a straight angle
         d_angle = d_angle * (0.5 * self.lambdas_t.to(cos.dtype))[None, :, None]  # ∂angle/∂cos
 
         def outer(radial, angular):  # (T, E) x (T, L, Z) -> (T, F)

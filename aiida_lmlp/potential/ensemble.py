@@ -275,7 +275,7 @@ class Ensemble(torch.nn.Module):
         reference = torch.as_tensor(
             [self.reference_energies[e] for e in self.elements], dtype=self.dtype, device=self.device
         )[t["species"]]  # (A,)
-        if per_member and graph.triplets.shape[0] >= JACOBIAN_MIN_TRIPLETS:
+        if per_member and graph.n_triplets >= JACOBIAN_MIN_TRIPLETS:
             # M gradients through an explicit Jacobian of the descriptor sums (built once), so
             # each member costs small contractions instead of a backward pass through the descriptor
             jacobian = self.descriptor.sums_and_jacobian(t["positions"], t["cells"], t)

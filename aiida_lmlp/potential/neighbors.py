@@ -1,9 +1,11 @@
 """Neighbour graphs of one or many structures: validated input, pairs and angular triplets.
 
 The pair list comes from `vesin` (chosen over matscipy and ASE on measured speed, see
-``benchmarks/neighbour_lists.py``). Everything here is NumPy and runs once per structure;
-the differentiable geometry (distances, angles) is computed from these indices in PyTorch
-so that forces and stress follow by automatic differentiation.
+``benchmarks/neighbour_lists.py``) and is NumPy; the differentiable geometry (distances,
+angles) is computed from these indices in PyTorch so that forces and stress follow by
+automatic differentiation. The angular triplets, which outnumber the pairs by the number of
+neighbours (3.6 million for a 1000-atom water box at 6 Å), are built from the centre-sorted
+pairs only when needed and where they are used: on the GPU for a model on the GPU.
 
 Several structures are concatenated into one graph: atom indices are global, and
 ``structure`` maps every atom to its structure, so a batch is evaluated in one pass.
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import vesin
+from ase.data import atomic_numbers, chemical_symbols
 
 from .errors import StructureError, structure_label
 
@@ -41,7 +44,20 @@ class NeighborGraph:
     centers: np.ndarray  # (P,) int64, sorted
     neighbors: np.ndarray  # (P,) int64
     shifts: np.ndarray  # (P, 3) float64, integer multiples of the cell vectors
-    triplets: np.ndarray  # (T, 2) int64, indices of the pairs (i→j, i→k), j before k
+    _triplets: np.ndarray | None = None
+
+    @property
+    def triplets(self) -> np.ndarray:
+        """``(T, 2)`` int64 indices of the pairs ``(i→j, i→k)``, ``j`` before ``k`` (built on first use)."""
+        if self._triplets is None:
+            self._triplets = pair_triplets(self.centers, self.n_atoms)
+        return self._triplets
+
+    @property
+    def n_triplets(self) -> int:
+        """Number of angular triplets ``T = Σ_i n_i (n_i − 1) / 2``, without building them."""
+        counts = np.bincount(self.centers, minlength=self.n_atoms).astype(np.int64)
+        return int((counts * (counts - 1) // 2).sum())
 
     @property
     def n_atoms(self) -> int:
@@ -57,42 +73,55 @@ class NeighborGraph:
         """The graph as tensors on ``device``: floats in ``dtype``, indices as int64."""
         as_float = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
         as_long = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
+        centers = as_long(self.centers)
+        if self._triplets is not None:
+            triplets = as_long(self._triplets)
+        else:  # built where they are used, rather than built here and copied over
+            triplets = pair_triplets(centers, self.n_atoms)
+            if triplets.device.type == "cpu":
+                self._triplets = triplets.numpy()
         return {
             "positions": as_float(self.positions),
             "cells": as_float(self.cells),
             "species": as_long(self.species),
             "structure": as_long(self.structure),
-            "centers": as_long(self.centers),
+            "centers": centers,
             "neighbors": as_long(self.neighbors),
             "shifts": as_float(self.shifts),
-            "triplets": as_long(self.triplets),
+            "triplets": triplets,
             "n_structures": self.n_structures,
         }
 
 
-def pair_triplets(centers: np.ndarray, n_atoms: int) -> np.ndarray:
+def pair_triplets(centers: np.ndarray | torch.Tensor, n_atoms: int) -> np.ndarray | torch.Tensor:
     """All unordered pairs of pairs that share a centre, for a centre-sorted pair list.
 
     Returns ``(T, 2)`` pair indices ``(a, b)`` with ``a < b`` and ``centers[a] == centers[b]``;
-    ``T = Σ_i n_i (n_i − 1) / 2``. Fully vectorised: the local index ``q`` of a triplet of
+    ``T = Σ_i n_i (n_i − 1) / 2``, as a NumPy array for a NumPy ``centers`` and as a tensor on
+    ``centers``' device for a tensor. Fully vectorised: the local index ``q`` of a triplet of
     centre ``i`` is mapped to its position ``(a, b)`` in the upper triangle by inverting the
     triangular numbers.
     """
-    counts = np.bincount(centers, minlength=n_atoms).astype(np.int64)
-    starts = np.cumsum(counts) - counts
+    if isinstance(centers, np.ndarray):
+        return pair_triplets(torch.from_numpy(centers.astype(np.int64, copy=False)), n_atoms).numpy()
+    device = centers.device
+    counts = torch.bincount(centers, minlength=n_atoms)
+    starts = torch.cumsum(counts, 0) - counts
     n_trip = counts * (counts - 1) // 2
     total = int(n_trip.sum())
     if total == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    owner = np.repeat(np.arange(n_atoms, dtype=np.int64), n_trip)
-    q = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n_trip) - n_trip, n_trip)
-    b = np.floor((1.0 + np.sqrt(1.0 + 8.0 * q)) / 2.0).astype(np.int64)
+        return torch.zeros((0, 2), dtype=torch.long, device=device)
+    owner = torch.repeat_interleave(torch.arange(n_atoms, device=device), n_trip, output_size=total)
+    q = torch.arange(total, device=device) - torch.repeat_interleave(
+        torch.cumsum(n_trip, 0) - n_trip, n_trip, output_size=total
+    )
+    b = torch.floor((1.0 + torch.sqrt(1.0 + 8.0 * q.double())) / 2.0).long()
     # exact integer correction of the floating-point square root
-    b -= (b * (b - 1) // 2) > q
-    b += ((b + 1) * b // 2) <= q
+    b -= ((b * (b - 1) // 2) > q).long()
+    b += (((b + 1) * b // 2) <= q).long()
     a = q - b * (b - 1) // 2
     base = starts[owner]
-    return np.stack([base + a, base + b], axis=1)
+    return torch.stack([base + a, base + b], dim=1)
 
 
 def _perpendicular_widths(cell: np.ndarray) -> np.ndarray:
@@ -101,54 +130,91 @@ def _perpendicular_widths(cell: np.ndarray) -> np.ndarray:
     return volume / np.maximum(np.linalg.norm(cross, axis=1), 1e-300)
 
 
-def _check_structure(atoms, label_of, index: int, elements: Sequence[str], cutoff: float, allow_self_images: bool):
-    positions = np.asarray(atoms.get_positions(), dtype=np.float64)
-    if positions.shape[0] == 0:
-        raise StructureError(label_of(index), "has no atoms")
-    bad = ~np.isfinite(positions).all(axis=1)
-    if bad.any():
-        raise StructureError(label_of(index), f"atom {int(np.argmax(bad))} has a NaN or infinite coordinate")
-    symbols = atoms.get_chemical_symbols()
-    unknown = sorted(set(symbols) - set(elements))
-    if unknown:
+@dataclass
+class _Batch:
+    """The validated arrays of a batch of structures, read once from their ASE Atoms."""
+
+    positions: np.ndarray  # (A, 3)
+    counts: np.ndarray  # (S,) atoms per structure
+    offsets: np.ndarray  # (S,) index of each structure's first atom
+    cells: np.ndarray  # (S, 3, 3)
+    pbc: np.ndarray  # (S, 3) bool
+    species: np.ndarray  # (A,)
+
+    def owner(self, atom: int) -> int:
+        """The structure that global atom ``atom`` belongs to."""
+        return int(np.searchsorted(self.offsets, atom, side="right") - 1)
+
+
+def _read_structures(structures, label_of, elements, cutoff: float, allow_self_images: bool) -> _Batch:
+    """Positions, cells, pbc and species of all ``structures``, refused with a named reason where bad.
+
+    The checks run on the concatenated arrays, not structure by structure: a batch of a
+    thousand small molecules is read in a few milliseconds.
+    """
+    positions = [np.asarray(atoms.positions, dtype=np.float64) for atoms in structures]
+    counts = np.fromiter((p.shape[0] for p in positions), dtype=np.int64, count=len(positions))
+    if (counts == 0).any():
+        raise StructureError(label_of(int(np.argmin(counts))), "has no atoms")
+    offsets = np.cumsum(counts) - counts
+    batch = _Batch(np.concatenate(positions), counts, offsets, np.zeros(0), np.zeros(0), np.zeros(0))
+    finite = np.isfinite(batch.positions).all(axis=1)
+    if not finite.all():
+        atom = int(np.argmin(finite))
+        owner = batch.owner(atom)
+        raise StructureError(label_of(owner), f"atom {atom - offsets[owner]} has a NaN or infinite coordinate")
+    z_to_species = np.full(len(chemical_symbols), -1, dtype=np.int64)  # atomic number -> model element index
+    for k, symbol in enumerate(elements):
+        z_to_species[atomic_numbers[symbol]] = k
+    numbers = np.concatenate([atoms.numbers for atoms in structures])
+    batch.species = z_to_species[np.clip(numbers, 0, len(z_to_species) - 1)]
+    if (batch.species < 0).any():
+        owner = batch.owner(int(np.argmin(batch.species)))
+        own = slice(offsets[owner], offsets[owner] + counts[owner])
+        unknown = sorted({chemical_symbols[z] for z in numbers[own][batch.species[own] < 0]})
         raise StructureError(
-            label_of(index), f"element(s) {', '.join(unknown)} not in the model (model elements: {', '.join(elements)})"
+            label_of(owner),
+            f"element(s) {', '.join(unknown)} not in the model (model elements: {', '.join(elements)})",
         )
-    pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-    cell = np.asarray(atoms.get_cell(), dtype=np.float64)
-    if pbc.any():
-        if not np.isfinite(cell).all():
-            raise StructureError(label_of(index), "the cell has NaN or infinite entries")
-        if abs(np.linalg.det(cell)) < 1e-6:
-            raise StructureError(label_of(index), "is periodic but its cell has zero volume")
-        widths = _perpendicular_widths(cell)
-        too_small = [k for k in range(3) if pbc[k] and widths[k] < cutoff]
-        if too_small and not allow_self_images:
-            k = too_small[0]
-            raise StructureError(
-                label_of(index),
-                f"the periodic cell is {widths[k]:.3f} Å wide along cell vector {k} (perpendicular "
-                f"width), smaller than the {cutoff:g} Å cutoff, so atoms would see their own periodic "
-                "images; repeat the cell (e.g. atoms.repeat) or allow self-images explicitly",
-            )
-    return positions, cell, pbc, symbols
+    batch.pbc = np.array([atoms.pbc for atoms in structures], dtype=bool).reshape(-1, 3)
+    batch.cells = np.array([atoms.cell.array for atoms in structures], dtype=np.float64).reshape(-1, 3, 3)
+    for index in np.nonzero(batch.pbc.any(axis=1))[0]:
+        _check_cell(batch.cells[index], batch.pbc[index], label_of(int(index)), cutoff, allow_self_images)
+    return batch
 
 
-def _molecule_layout(positions: list[np.ndarray], cutoff: float) -> list[np.ndarray]:
-    """Translations that place non-periodic structures on a grid, further apart than ``cutoff``.
+def _check_cell(cell: np.ndarray, pbc: np.ndarray, label: str, cutoff: float, allow_self_images: bool) -> None:
+    if not np.isfinite(cell).all():
+        raise StructureError(label, "the cell has NaN or infinite entries")
+    if abs(np.linalg.det(cell)) < 1e-6:
+        raise StructureError(label, "is periodic but its cell has zero volume")
+    widths = _perpendicular_widths(cell)
+    too_small = [k for k in range(3) if pbc[k] and widths[k] < cutoff]
+    if too_small and not allow_self_images:
+        k = too_small[0]
+        raise StructureError(
+            label,
+            f"the periodic cell is {widths[k]:.3f} Å wide along cell vector {k} (perpendicular "
+            f"width), smaller than the {cutoff:g} Å cutoff, so atoms would see their own periodic "
+            "images; repeat the cell (e.g. atoms.repeat) or allow self-images explicitly",
+        )
 
+
+def _molecule_layout(positions: np.ndarray, starts: np.ndarray, cutoff: float) -> np.ndarray:
+    """Translations, ``(S, 3)``, that place non-periodic structures on a grid further apart than ``cutoff``.
+
+    ``positions`` holds the molecules one after another, molecule ``k`` from row ``starts[k]``.
     All molecules then go through one neighbour search instead of one call each; the
     translations never reach the descriptor, which recomputes vectors from the original
     positions.
     """
-    lows = [p.min(axis=0) for p in positions]
-    extent = max(float((p.max(axis=0) - low).max()) for p, low in zip(positions, lows))
-    spacing = extent + cutoff + 1.0
-    side = int(np.ceil(len(positions) ** (1 / 3)))
-    return [
-        np.array([k % side, (k // side) % side, k // side**2], dtype=np.float64) * spacing - low
-        for k, low in enumerate(lows)
-    ]
+    lows = np.minimum.reduceat(positions, starts, axis=0)
+    highs = np.maximum.reduceat(positions, starts, axis=0)
+    spacing = float((highs - lows).max()) + cutoff + 1.0
+    side = int(np.ceil(len(starts) ** (1 / 3)))
+    k = np.arange(len(starts))
+    grid = np.stack([k % side, (k // side) % side, k // side**2], axis=1).astype(np.float64)
+    return grid * spacing - lows
 
 
 def build_graph(
@@ -158,10 +224,13 @@ def build_graph(
     *,
     min_distance: float = DEFAULT_MIN_DISTANCE,
     allow_self_images: bool = False,
-    triplets: bool = True,
+    triplets: bool = False,
     labels: Sequence[str] | None = None,
 ) -> NeighborGraph:
     """Validate ``structures`` (ASE Atoms) and build their neighbour graph.
+
+    The angular triplets are built on first use (:attr:`NeighborGraph.triplets`, or on the
+    target device by :meth:`NeighborGraph.tensors`); ``triplets=True`` builds them now.
 
     Raises :class:`StructureError` naming the structure for: no atoms, NaN or infinite
     coordinates, an element outside ``elements``, two atoms closer than ``min_distance`` Å,
@@ -178,22 +247,17 @@ def build_graph(
             return labels[index]
         return structure_label(structures[index], None if single else index)
 
-    element_index = {symbol: k for k, symbol in enumerate(elements)}
+    batch = _read_structures(structures, label, list(elements), cutoff, allow_self_images)
+    counts, offsets = batch.counts, batch.offsets
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    checked = [
-        _check_structure(atoms, label, index, elements, cutoff, allow_self_images)
-        for index, atoms in enumerate(structures)
-    ]
-    counts = np.array([c[0].shape[0] for c in checked], dtype=np.int64)
-    offsets = np.cumsum(counts) - counts
     ci, cj, cs = [], [], []
 
     def add_pairs(i, j, shift, d):
         if d.size and d.min() < min_distance:
             k = int(np.argmin(d))
-            owner = int(np.searchsorted(offsets, i[k], side="right") - 1)
+            owner = batch.owner(i[k])
             a, b = int(i[k] - offsets[owner]), int(j[k] - offsets[owner])
-            symbols = checked[owner][3]
+            symbols = structures[owner].get_chemical_symbols()
             raise StructureError(
                 label(owner),
                 f"atoms {a} ({symbols[a]}) and {b} ({symbols[b]}) are {d[k]:.3f} Å apart, "
@@ -203,34 +267,35 @@ def build_graph(
         cj.append(j)
         cs.append(shift)
 
-    molecules = [k for k, c in enumerate(checked) if not c[2].any()]
-    if molecules:
-        layout = _molecule_layout([checked[k][0] for k in molecules], cutoff)
-        points = np.concatenate([checked[k][0] + shift for k, shift in zip(molecules, layout)])
-        to_global = np.concatenate([np.arange(counts[k]) + offsets[k] for k in molecules])
+    periodic = batch.pbc.any(axis=1)
+    molecules = np.nonzero(~periodic)[0]
+    if len(molecules):
+        atom_is_molecular = np.repeat(~periodic, counts)
+        points = batch.positions[atom_is_molecular]
+        local_counts = counts[molecules]
+        starts = np.cumsum(local_counts) - local_counts
+        points = points + np.repeat(_molecule_layout(points, starts, cutoff), local_counts, axis=0)
+        to_global = np.nonzero(atom_is_molecular)[0]
         i, j, d = calculator.compute(points, np.zeros((3, 3)), False, "ijd")
         i, j = to_global[i.astype(np.int64)], to_global[j.astype(np.int64)]
         add_pairs(i, j, np.zeros((len(i), 3)), d)
-    for k, (positions, cell, pbc, _) in enumerate(checked):
-        if not pbc.any():
-            continue
-        i, j, shift, d = calculator.compute(positions, cell, pbc.tolist(), "ijSd")
+    for k in np.nonzero(periodic)[0]:
+        own = slice(offsets[k], offsets[k] + counts[k])
+        i, j, shift, d = calculator.compute(batch.positions[own], batch.cells[k], batch.pbc[k].tolist(), "ijSd")
         add_pairs(i.astype(np.int64) + offsets[k], j.astype(np.int64) + offsets[k], shift.astype(np.float64), d)
 
     centers = np.concatenate(ci)
     order = np.argsort(centers, kind="stable")
     centers = centers[order]
-    n_atoms = int(counts.sum())
     graph = NeighborGraph(
-        positions=np.concatenate([c[0] for c in checked]),
-        cells=np.stack([c[1] for c in checked]),
-        species=np.fromiter((element_index[x] for c in checked for x in c[3]), dtype=np.int64, count=n_atoms),
+        positions=batch.positions,
+        cells=batch.cells,
+        species=batch.species,
         structure=np.repeat(np.arange(len(structures), dtype=np.int64), counts),
         centers=centers,
         neighbors=np.concatenate(cj)[order],
         shifts=np.concatenate(cs).reshape(-1, 3)[order],
-        triplets=np.zeros((0, 2), dtype=np.int64),
     )
     if triplets:
-        graph.triplets = pair_triplets(centers, n_atoms)
+        graph.triplets  # noqa: B018 (built now, on the CPU, rather than on first use)
     return graph

@@ -24,9 +24,13 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["ACTIVATION_SCALE", "ElementNetwork", "StackedAtomicNetworks", "scaled_tanh"]
+__all__ = ["ACTIVATION_SCALE", "RELATIVE_SPREAD_FLOOR", "ElementNetwork", "StackedAtomicNetworks", "scaled_tanh"]
 
 ACTIVATION_SCALE = 1.59223
+
+#: the smallest spread the standardisation divides by, as a fraction of the root mean square of all
+#: the element's descriptor values; below it α stays 1: see :meth:`ElementNetwork.set_standardization`
+RELATIVE_SPREAD_FLOOR = 1e-3
 
 # variance of a standard normal truncated at ±2σ
 _TRUNCATED_VARIANCE = 1.0 - 4.0 * math.exp(-2.0) / math.sqrt(2.0 * math.pi) / math.erf(2.0 / math.sqrt(2.0))
@@ -62,12 +66,19 @@ class ElementNetwork(torch.nn.Module):
     def set_standardization(self, descriptors: torch.Tensor) -> None:
         """Set ``β`` to the mean and ``α`` to the inverse standard deviation of ``descriptors`` ``(N, n_inputs)``.
 
-        A descriptor with zero spread in the data keeps ``α = 1`` (it carries no information yet).
+        A descriptor whose spread is below :data:`RELATIVE_SPREAD_FLOOR` times the root mean
+        square of all the values in ``descriptors`` (one scale per element), zero included,
+        carries no usable scale yet and keeps ``α = 1``. Dividing by such a spread (an initial data
+        set with one or two atoms of an element gives spreads of 10⁻⁷) made ``α`` 10⁶ and more:
+        the model was then so ill-conditioned that forces changed by 10⁻⁷ eV/Å when positions
+        changed by 10⁻¹³ Å (CPU and GPU rounding disagreed at that level), and a later
+        conformation's descriptors landed deep in the saturated ``tanh``.
         """
         with torch.no_grad():
             mean = descriptors.mean(0)
             std = descriptors.std(0, unbiased=False) if descriptors.shape[0] > 1 else torch.zeros_like(mean)
-            alpha = torch.where(std > 1e-12, 1.0 / std.clamp_min(1e-12), torch.ones_like(std))
+            floor = max(RELATIVE_SPREAD_FLOOR * float(descriptors.square().mean().sqrt()), 1e-12)
+            alpha = torch.where(std > floor, 1.0 / std.clamp_min(floor), 1.0)
             self.alpha.copy_(alpha.expand_as(self.alpha))
             self.beta.copy_(mean.expand_as(self.beta))
 

@@ -29,6 +29,7 @@ __all__ = [
     "SumsJacobian",
     "bump_cutoff",
     "cosine_cutoff",
+    "half_one_plus_lambda_cos",
     "safe_sqrt",
     "species_pair_table",
 ]
@@ -60,6 +61,18 @@ def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     """
     positive = x > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
+
+
+def half_one_plus_lambda_cos(cos: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
+    """``½ (1 + λ cos θ)`` for every λ, ``(T, L)``: never negative, with the gradient of the formula.
+
+    At a straight angle rounding can put ``cos θ`` an ulp beyond ±1. The value is then raised to
+    0, but the gradient stays that of ``½ (1 + λ cos θ)``: a clamp's zero gradient there would
+    flip the forces by about ``|∂cos θ/∂r|`` (10⁻⁹ eV/Å for a Cl–C–F angle 10⁻⁸ rad from 180°)
+    with the last bit of ``cos θ``, so that CPU and GPU rounding gave different forces.
+    """
+    raw = 0.5 + 0.5 * lambdas.to(cos.dtype) * cos[:, None]
+    return raw - raw.clamp_max(0.0).detach()
 
 
 def species_pair_table(n_species: int) -> np.ndarray:

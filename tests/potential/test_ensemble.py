@@ -9,7 +9,9 @@ import torch
 from ase import Atoms
 
 from aiida_lmlp.potential import EeACSF, Ensemble
-from aiida_lmlp.potential.networks import ACTIVATION_SCALE, scaled_tanh
+from aiida_lmlp.potential.networks import ACTIVATION_SCALE, RELATIVE_SPREAD_FLOOR, scaled_tanh
+
+from ..conftest import SN2_ELEMENTS
 
 
 def _constant_member_model(biases, reference):
@@ -97,13 +99,36 @@ def test_members_start_from_different_weights_and_seeds_reproduce():
 
 def test_standardization_centres_and_scales_the_initial_data(sn2_model, sn2_frames):
     values, species = sn2_model.descriptors_of(sn2_frames[:30])
+    flat = 0
     for k, element in enumerate(sn2_model.elements):
         rows = values[species == k]
         net = sn2_model.networks.networks[element]
         standardized = net.alpha[0] * (rows - net.beta[0])
-        varying = rows.std(0, unbiased=False) > 1e-12
+        std, floor = rows.std(0, unbiased=False), RELATIVE_SPREAD_FLOOR * rows.square().mean().sqrt()
+        varying = std > floor
+        assert varying.any()
         np.testing.assert_allclose(standardized.mean(0).detach().numpy(), 0.0, atol=1e-9)
         np.testing.assert_allclose(standardized[:, varying].std(0, unbiased=False).detach().numpy(), 1.0, rtol=1e-9)
+        # a spread below the floor (zero included) carries no scale yet: α stays 1
+        assert torch.all(net.alpha[0][~varying] == 1.0)
+        flat += int((~varying).sum())
+    assert flat > 0  # the rule was exercised
+
+
+def test_an_element_with_two_atoms_gives_a_well_conditioned_model(sn2_frames, free_atoms):
+    """Two N atoms in the initial data: α stays bounded and forces do not jump with rounding."""
+    frames = sn2_frames[:10]
+    model = Ensemble.new(SN2_ELEMENTS, members=2, hidden=(24, 12), reference_energies=free_atoms, seed=2)
+    model.initialize_standardization(frames)
+    values, species = model.descriptors_of(frames)
+    nitrogen = values[species == model.elements.index("N")]
+    assert nitrogen.shape[0] == 2 and nitrogen.std(0, unbiased=False).min() < 1e-6  # the ill-conditioned case
+    assert model.networks.networks["N"].alpha.max() < 1e4  # 1.3e6 with α = 1/std
+    moved = [a.copy() for a in frames]
+    for atoms in moved:
+        atoms.positions += np.random.default_rng(0).normal(size=atoms.positions.shape) * 1e-13
+    change = np.abs(model.evaluate(moved).forces_members - model.evaluate(frames).forces_members).max()
+    assert change < 2e-8  # 5e-9 measured; 4e-7 eV/Å with α = 1/std (up to 3e6)
 
 
 def test_activation_and_initialisation_preserve_unit_variance():

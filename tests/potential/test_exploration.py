@@ -125,8 +125,10 @@ def test_evaluate_reproduces_the_calculator_frame_by_frame(sn2_model, sn2_frames
 
 def test_relax_lowers_the_energy_and_records_every_step(sn2_model, sn2_frames):
     for optimizer in ("bfgs", "fire"):
+        # the untrained model's surface is arbitrary: from conformation 0, BFGS pulls C and Cl
+        # together until the minimum-distance check stops it, which a later test covers
         result = explore(
-            sn2_model, sn2_frames[:1], {"kind": "relax", "optimizer": optimizer, "steps": 12, "fmax": 0.05}
+            sn2_model, sn2_frames[1:2], {"kind": "relax", "optimizer": optimizer, "steps": 12, "fmax": 0.05}
         )
         (trajectory,) = result.trajectories
         steps = [f.info["step"] for f in result.frames]

@@ -7,7 +7,7 @@ import torch
 import aiida_lmlp.potential.ensemble as ensemble_module
 from aiida_lmlp.potential import ACSF, EeACSF, Ensemble
 from aiida_lmlp.potential.neighbors import build_graph
-from aiida_lmlp.potential.symmetry_functions import AtomCenteredDescriptor
+from aiida_lmlp.potential.symmetry_functions import AtomCenteredDescriptor, half_one_plus_lambda_cos
 
 from .helpers import random_box
 
@@ -99,3 +99,54 @@ def test_both_force_paths_of_the_ensemble_agree(monkeypatch):
     mean_only = model.evaluate(atoms, stress=True, member_forces=False)
     np.testing.assert_allclose(mean_only.forces, via_jacobian.forces, atol=1e-10)
     np.testing.assert_allclose(mean_only.stress, via_jacobian.stress, atol=1e-12)
+
+
+def test_the_angle_factor_keeps_its_gradient_where_rounding_clamps_it():
+    """Rounding can put cos θ an ulp beyond −1: the value is raised to 0, the gradient stays λ/2."""
+    cos = torch.tensor([-1.0 - 2.0**-52, -1.0, 0.3], dtype=torch.float64, requires_grad=True)
+    base = half_one_plus_lambda_cos(cos, torch.tensor([-1.0, 1.0]))
+    assert base[0, 1].item() == 0.0 and base[1, 1].item() == 0.0 and base.min().item() >= 0.0
+    assert base[2].tolist() == pytest.approx([0.35, 0.65], abs=1e-15)
+    (gradient,) = torch.autograd.grad(base[:, 1].sum(), cos)
+    assert gradient.tolist() == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("kind", ["eeacsf", "acsf"])
+def test_descriptor_gradients_are_stable_at_a_straight_angle(kind, sn2_frames):
+    """Conformation 15 has a Cl–C–F angle 1.5e-8 rad from 180°: 1e-13 Å moves must not move the gradient.
+
+    With a clamp at 1 + λ cos θ = 0 the ζ = 1 functions lost the cos θ term whenever the
+    last bit of cos θ put it beyond −1, and the gradients jumped by 1e-9 (CPU and GPU
+    then disagreed at 1e-7 in the forces of a model with large standardisation weights).
+    """
+    atoms = sn2_frames[15]
+    assert atoms.get_angle(1, 0, 2) == pytest.approx(180.0, abs=1e-6)
+    elements = ["H", "C", "N", "O", "F", "S", "Cl", "Br"]
+    descriptor = EeACSF.from_paper(elements)
+    if kind == "acsf":
+        descriptor = ACSF.like(descriptor)
+    t = build_graph([atoms], elements, descriptor.cutoff).tensors()
+    projection = torch.randn(
+        len(atoms), len(descriptor), dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+
+    def gradients(positions):
+        positions = positions.clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad((descriptor(positions, t["cells"], t) * projection).sum(), positions)
+        return gradient
+
+    moved = t["positions"] + 1e-13 * torch.randn(
+        t["positions"].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    assert (gradients(moved) - gradients(t["positions"])).abs().max().item() < 1e-11
+
+
+def test_the_jacobian_and_backward_paths_agree_closely_on_sn2(sn2_model, sn2_frames):
+    """Both per-member force paths on 30 conformations with near-straight angles: equal to rounding."""
+    jacobian_path = sn2_model.evaluate(sn2_frames[:30])  # ≥ 512 triplets: the descriptor Jacobian
+    backward_path = sn2_model.evaluate(sn2_frames[:30], member_forces=False)  # one backward pass
+    assert (
+        build_graph(sn2_frames[:30], sn2_model.elements, 12.0).triplets.shape[0]
+        >= ensemble_module.JACOBIAN_MIN_TRIPLETS
+    )
+    np.testing.assert_allclose(jacobian_path.forces, backward_path.forces, rtol=0, atol=1e-11)
