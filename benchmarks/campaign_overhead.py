@@ -2,6 +2,7 @@
 
     python benchmarks/campaign_overhead.py overhead [--profiles embedded production]
     python benchmarks/campaign_overhead.py fifty [--profiles embedded production] [--workers 2]
+    python benchmarks/campaign_overhead.py phases RESULTS.json   # per-phase figures of a recorded run
 
 ``overhead``: runs the quickstart campaign (workflows/quickstart.yaml) through the daemon on a
 fresh profile. Every calculation job records the wall-clock time at which its command starts
@@ -35,6 +36,7 @@ from aiida_lmlp.campaign.profiles import create_profile, delete_profile, verdi
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STAMPS = ("_lmlp_job_start", "_lmlp_job_end")
+WORK_CHAINS = ("LifelongWorkChain", "LabelWorkChain", "TrainEnsembleWorkChain")
 
 
 def _machine() -> dict:
@@ -156,7 +158,40 @@ def _covered(intervals) -> float:
     return total
 
 
-def overhead(kind: str, job_poll: float) -> dict:
+def by_phase(timeline: list[dict]) -> list[dict]:
+    """Overhead per phase of a recorded campaign timeline: the set-up, then each iteration.
+
+    An iteration runs from the creation of its exploration job to the creation of the next one
+    (the last to the campaign's end), so it holds exploration, screening, labelling and
+    training; the set-up is everything before the first exploration (initial labelling, first
+    training, and each daemon worker's one-off imports on its first processes).
+    """
+    end = max(row["ended"] for row in timeline)
+    starts = [row["created"] for row in timeline if row["label"] == "LmlpExploreCalculation"]
+    bounds = [0.0, *starts, end]
+    calculations = [r for r in timeline if r["label"] not in WORK_CHAINS]
+    phases = []
+    for index, (low, high) in enumerate(zip(bounds, bounds[1:])):
+        inside = [r for r in calculations if low <= r["created"] < high]
+        processes = _covered(sorted((r["created"], r["ended"], r["label"]) for r in inside))
+        commands = _covered(
+            sorted((r["command_start"], r["command_end"], r["label"]) for r in inside if "command_start" in r)
+        )
+        wall = high - low
+        phases.append(
+            {
+                "phase": "set-up" if index == 0 else f"iteration {index}",
+                "wall_s": round(wall, 2),
+                "process_level_overhead_s": round(wall - processes, 2),
+                "process_level_overhead_fraction": round((wall - processes) / wall, 4),
+                "command_level_overhead_s": round(wall - commands, 2),
+                "command_level_overhead_fraction": round((wall - commands) / wall, 4),
+            }
+        )
+    return phases
+
+
+def overhead(kind: str, job_poll: float, iterations: int | None = None) -> dict:
     from aiida import load_profile
     from aiida.engine import submit
     from aiida.manage import get_manager
@@ -185,6 +220,10 @@ def overhead(kind: str, job_poll: float) -> dict:
             metadata = target.setdefault("metadata", {})
             metadata["options"] = _timestamped(metadata.get("options", {}))
         inputs["train"]["gather_code"] = inputs["train"]["train"]["code"]
+        if iterations is not None:  # a longer campaign, for the trend of the overhead per iteration
+            inputs["max_iterations"] = orm.Int(iterations)
+            inputs["dft_budget"] = orm.Int(10 + 4 * iterations)
+            inputs["convergence_patience"] = orm.Int(iterations + 1)
         submitted = time.time()
         node = submit(LifelongWorkChain, **inputs)
         while not node.is_terminated:
@@ -224,6 +263,7 @@ def overhead(kind: str, job_poll: float) -> dict:
             "job_phases": _job_phases(node),
             "timeline": _timeline(node),
         }
+        result["by_phase"] = by_phase(result["timeline"])
         get_manager().unload_profile()
         return result
     finally:
@@ -295,22 +335,32 @@ def fifty(kind: str, workers: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["overhead", "fifty"])
+    parser.add_argument("what", choices=["overhead", "fifty", "phases"])
+    parser.add_argument("file", nargs="?", type=Path, help="for phases: a recorded overhead results file")
     parser.add_argument("--profiles", nargs="+", default=["embedded", "production"])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--iterations", type=int, help="overhead: run this many iterations instead of the spec's 3")
     parser.add_argument(
         "--job-poll", type=float, default=0.1, help="localhost minimum_job_poll_interval in s (lmlp quickstart: 0.1)"
     )
     arguments = parser.parse_args()
+    if arguments.what == "phases":
+        for run in json.loads(arguments.file.read_text())["results"]:
+            print(run["profile"], json.dumps(by_phase(run["timeline"]), indent=1))
+        return
     os.environ.setdefault("AIIDA_PATH", tempfile.mkdtemp(prefix="lmlp-bench-"))
     results = []
     for kind in arguments.profiles:
-        run = overhead(kind, arguments.job_poll) if arguments.what == "overhead" else fifty(kind, arguments.workers)
+        if arguments.what == "overhead":
+            run = overhead(kind, arguments.job_poll, arguments.iterations)
+        else:
+            run = fifty(kind, arguments.workers)
         print(json.dumps(run))
         results.append(run)
     profiles = "_".join(arguments.profiles)
     stem = (
         f"campaign_overhead_{profiles}_poll{arguments.job_poll:g}"
+        + (f"_iterations{arguments.iterations}" if arguments.iterations else "")
         if arguments.what == "overhead"
         else f"labelling_fifty_{profiles}"
     )
@@ -320,6 +370,8 @@ def main() -> None:
         command += f" --workers {arguments.workers}"
     else:
         command += f" --job-poll {arguments.job_poll:g}"
+        if arguments.iterations:
+            command += f" --iterations {arguments.iterations}"
     out.write_text(
         json.dumps(
             {
