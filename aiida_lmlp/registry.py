@@ -91,6 +91,8 @@ def list_versions(campaign: str) -> list[dict]:
                 "dataset_size": extras.get("lmlp_dataset_size"),
                 "rmse_energy_per_atom": attributes.get("rmse_energy_per_atom"),
                 "rmse_forces": attributes.get("rmse_forces"),
+                "first_test_rmse_energy_per_atom": attributes.get("first_test_rmse_energy_per_atom"),
+                "first_test_rmse_forces": attributes.get("first_test_rmse_forces"),
                 "epochs": attributes.get("epochs"),
                 "members": attributes.get("members"),
                 "ctime": node.ctime.isoformat(timespec="seconds"),

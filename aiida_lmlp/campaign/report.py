@@ -604,7 +604,10 @@ def _save(figure, path: Path) -> Path:
 def plot_learning_curves(data: CampaignData, path: str | os.PathLike) -> Path:
     """Ensemble test RMSE of energy (meV/atom) and forces (meV/Å) against the cumulative epoch, per version.
 
-    A star marks each version's recorded test RMSE at its last epoch: on the line for a version
+    Solid lines: on each version's own test sets, which grow with the data; dashed: on the test
+    conformations of the first version, held out in every version (models trained since
+    2026-11-26 record them), so that versions compare on the same conformations. A star marks
+    each version's recorded test RMSE at its last epoch: on the line for a version
     trained in one job; for member blocks the line averages the blocks' RMSEs and the star is
     the whole gathered ensemble's.
     """
@@ -624,6 +627,12 @@ def plot_learning_curves(data: CampaignData, path: str | os.PathLike) -> Path:
         shown = {version for version, _, _ in curves}
         for version, x, y in curves:
             axis.plot(x, y, "-o", ms=3, lw=1.5, color=colours[index[version]], label=f"v{version}")
+        # the first version's test conformations, held out in every version: comparable across them
+        first_key = key.replace("ensemble_test", "ensemble_first_test")
+        first = _curves(data, lambda m, k=first_key: MEV * m[k] if k in m else np.full(len(m["epoch"]), np.nan))
+        for i, (version, x, y) in enumerate(first):
+            axis.plot(x, y, "--", lw=1.0, color=colours[index[version]], label="on v0's test set" if i == 0 else None)
+            values.append(y)
         recorded = [
             (row, MEV * row[attribute])
             for row in data.versions

@@ -152,13 +152,20 @@ def _print_versions(name: str) -> None:
     click.echo(f"campaign {name}: {len(rows)} version(s)")
     click.echo(
         f"{'version':>7} {'pk':>6} {'iteration':>9} {'data':>6} {'epochs':>6} "
-        f"{'E RMSE/meV/atom':>16} {'F RMSE/meV/Å':>13}"
+        f"{'E RMSE/meV/atom':>16} {'F RMSE/meV/Å':>13} {'first-test E':>13} {'first-test F':>13}"
     )
     for r in rows:
         click.echo(
             f"{r['version']:>7} {r['pk']:>6} {r['iteration']:>9} {r['dataset_size']:>6} {r['epochs']:>6} "
-            f"{1000 * r['rmse_energy_per_atom']:>16.2f} {1000 * r['rmse_forces']:>13.1f}"
+            f"{1000 * r['rmse_energy_per_atom']:>16.2f} {1000 * r['rmse_forces']:>13.1f} "
+            f"{_milli(r.get('first_test_rmse_energy_per_atom'), 2):>13} "
+            f"{_milli(r.get('first_test_rmse_forces'), 1):>13}"
         )
+
+
+def _milli(value: float | None, digits: int) -> str:
+    """``value`` × 1000 with ``digits`` decimals, or ``-`` where it is not known."""
+    return "-" if value is None else f"{1000 * value:.{digits}f}"
 
 
 def _version(name: str, version: int):
@@ -374,7 +381,8 @@ def quickstart(profile_name, use_zeromq, timeout):
         for row in rows[seen:]:
             click.echo(
                 f"  [{time.monotonic() - start:6.0f} s] version {row['version']}: {row['dataset_size']} conformations, "
-                f"test RMSE {1000 * row['rmse_energy_per_atom']:.2f} meV/atom, {1000 * row['rmse_forces']:.0f} meV/Å"
+                f"test RMSE {1000 * row['rmse_energy_per_atom']:.2f} meV/atom, {1000 * row['rmse_forces']:.0f} meV/Å; "
+                f"on the first test set {_milli(row.get('first_test_rmse_energy_per_atom'), 2)} meV/atom"
             )
         seen = len(rows)
     if not node.is_terminated:
@@ -385,7 +393,8 @@ def quickstart(profile_name, use_zeromq, timeout):
     _print_versions(name)
     click.echo(
         "test RMSE: each version on its members' test splits of its own data, which grows with the "
-        "uncertain conformations exploration found, so later versions are tested on harder data"
+        "uncertain conformations exploration found, so later versions are tested on harder data; "
+        "first-test: on the test conformations of version 0, held out in every version, so comparable"
     )
     if not node.is_finished_ok:
         raise click.ClickException(f"the campaign failed: {node.exit_message}; see `verdi process report {node.pk}`")

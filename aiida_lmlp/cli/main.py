@@ -280,6 +280,9 @@ def gather(blocks, out, data):
             click.echo(
                 f"ensemble test RMSE on {count} conformations: {1000 * energy:.2f} meV/atom, {1000 * forces:.1f} meV/Å"
             )
+        energy, forces, count = ensemble_test_rmse(gathered, structures, "first_test")
+        if count:
+            gathered.first_test_rmse_energy_per_atom, gathered.first_test_rmse_forces = energy, forces
     sha = gathered.save(out)
     click.echo(f"wrote {out}: {gathered.members} members from {len(blocks)} blocks, content sha256 {sha}")
 

@@ -40,6 +40,9 @@ def _attributes(header: ModelHeader) -> dict:
         "dtype": config.get("dtype"),
         "rmse_energy_per_atom": float(config.get("rmse_energy_per_atom", 0.0)),
         "rmse_forces": float(config.get("rmse_forces", 0.0)),
+        # None for models trained before these were recorded
+        "first_test_rmse_energy_per_atom": config.get("first_test_rmse_energy_per_atom"),
+        "first_test_rmse_forces": config.get("first_test_rmse_forces"),
         "epochs": int(trainer.get("epoch", 0)),
         "optimizer": (training.get("config") or {}).get("optimizer"),
         "has_training_state": bool(trainer),

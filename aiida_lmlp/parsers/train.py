@@ -34,7 +34,12 @@ def metrics_arrays(lines: list[dict]) -> dict[str, np.ndarray]:
             ],
             dtype=np.float64,
         )
-    for key in ("ensemble_test_rmse_energy_per_atom", "ensemble_test_rmse_forces"):
+    for key in (
+        "ensemble_test_rmse_energy_per_atom",
+        "ensemble_test_rmse_forces",
+        "ensemble_first_test_rmse_energy_per_atom",
+        "ensemble_first_test_rmse_forces",
+    ):
         arrays[key] = np.array([line.get(key, np.nan) for line in lines], dtype=np.float64)
     return arrays
 

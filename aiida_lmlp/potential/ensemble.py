@@ -62,6 +62,10 @@ class EnsemblePrediction:
         return slice(int(where[0]), int(where[-1]) + 1)
 
 
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
 def _sample_std(values: torch.Tensor) -> torch.Tensor:
     """Sample standard deviation over the member axis 0 (zero for a single member)."""
     if values.shape[0] < 2:
@@ -81,6 +85,8 @@ class Ensemble(torch.nn.Module):
         uncertainty_scale: float = 2.0,
         rmse_energy_per_atom: float = 0.0,
         rmse_forces: float = 0.0,
+        first_test_rmse_energy_per_atom: float | None = None,
+        first_test_rmse_forces: float | None = None,
     ):
         super().__init__()
         if list(descriptor.elements) != list(networks.elements):
@@ -98,6 +104,11 @@ class Ensemble(torch.nn.Module):
         self.uncertainty_scale = float(uncertainty_scale)
         self.rmse_energy_per_atom = float(rmse_energy_per_atom)
         self.rmse_forces = float(rmse_forces)
+        #: Ensemble RMSEs on the test conformations of the model's first training session, which stay
+        #: test data in every later session: unlike the test RMSE above, whose test set grows with
+        #: the data, comparable across the versions of a lifelong campaign (None when unknown).
+        self.first_test_rmse_energy_per_atom = _optional_float(first_test_rmse_energy_per_atom)
+        self.first_test_rmse_forces = _optional_float(first_test_rmse_forces)
         #: Tensors and settings of a training run stored with the model (see :meth:`save`).
         self.training_state: dict[str, torch.Tensor] = {}
         self.training_config: dict = {}
@@ -219,6 +230,8 @@ class Ensemble(torch.nn.Module):
             uncertainty_scale=first.uncertainty_scale,
             rmse_energy_per_atom=first.rmse_energy_per_atom,
             rmse_forces=first.rmse_forces,
+            first_test_rmse_energy_per_atom=first.first_test_rmse_energy_per_atom,
+            first_test_rmse_forces=first.first_test_rmse_forces,
         )
 
     # -- standardisation -------------------------------------------------------------------
@@ -353,6 +366,8 @@ class Ensemble(torch.nn.Module):
             "uncertainty_scale": self.uncertainty_scale,
             "rmse_energy_per_atom": self.rmse_energy_per_atom,
             "rmse_forces": self.rmse_forces,
+            "first_test_rmse_energy_per_atom": self.first_test_rmse_energy_per_atom,
+            "first_test_rmse_forces": self.first_test_rmse_forces,
             "dtype": str(self.dtype).removeprefix("torch."),
             "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"},
             "training": self.training_config,
@@ -390,6 +405,8 @@ class Ensemble(torch.nn.Module):
                 uncertainty_scale=config["uncertainty_scale"],
                 rmse_energy_per_atom=config["rmse_energy_per_atom"],
                 rmse_forces=config["rmse_forces"],
+                first_test_rmse_energy_per_atom=config.get("first_test_rmse_energy_per_atom"),
+                first_test_rmse_forces=config.get("first_test_rmse_forces"),
             )
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise ModelFileError(f"model file {path} has an inconsistent content: {error}") from None

@@ -59,6 +59,8 @@ def split_trained(model: Ensemble, start: int, stop: int) -> Ensemble:
         uncertainty_scale=model.uncertainty_scale,
         rmse_energy_per_atom=model.rmse_energy_per_atom,
         rmse_forces=model.rmse_forces,
+        first_test_rmse_energy_per_atom=model.first_test_rmse_energy_per_atom,
+        first_test_rmse_forces=model.first_test_rmse_forces,
     )
     trainer = model.training_config.get("trainer")
     if not trainer:
@@ -89,14 +91,15 @@ def split_trained(model: Ensemble, start: int, stop: int) -> Ensemble:
     return block
 
 
-def ensemble_test_rmse(model: Ensemble, structures: Sequence[Atoms]) -> tuple[float, float, int]:
+def ensemble_test_rmse(model: Ensemble, structures: Sequence[Atoms], which: str = "test") -> tuple[float, float, int]:
     """Ensemble-mean RMSE (eV/atom, eV/Å) on the conformations some member holds out as test data.
 
     A model gathered from blocks inherits one block's RMSEs; this gives the whole ensemble's,
     as the trainer computes them (the union of the members' test sets). Returns the count too.
+    ``which="first_test"``: on the test sets of the model's first training session instead.
     """
     trainer = model.training_config.get("trainer") or {}
-    test_ids = {i for member in trainer.get("members", []) for i in member.get("test", [])}
+    test_ids = {i for member in trainer.get("members", []) for i in member.get(which, [])}
     test = [a for a in structures if conformation_id(a) in test_ids]
     if not test:
         return 0.0, 0.0, 0

@@ -217,6 +217,8 @@ class Trainer:
         offset = self.model.networks.member_offset
         self.rngs = [np.random.default_rng([self.config["seed"], offset + m]) for m in range(members)]
         self.test_ids: list[set[str]] = []
+        # the test sets of the first session: they stay test data, so their RMSE compares versions
+        self.first_test_ids: list[set[str]] = []
         self.selections: list[AdaptiveSelection] = []
         if previous:
             self._restore(previous)
@@ -234,6 +236,8 @@ class Trainer:
             self.selections[m].add([i for k, i in enumerate(new) if k not in picked])
             present = set(self.ids)
             self.selections[m].remove([i for i in self.selections[m].ids if i not in present])
+            if m >= len(self.first_test_ids):
+                self.first_test_ids.append(set(self.test_ids[m]))
 
     def _restore(self, previous: dict) -> None:
         self.epoch = int(previous["epoch"])
@@ -241,6 +245,8 @@ class Trainer:
         for m, member in enumerate(previous["members"]):
             self.rngs[m].bit_generator.state = member["rng"]
             self.test_ids.append(set(member["test"]))
+            # models trained before the first test sets were recorded: their test sets at this point
+            self.first_test_ids.append(set(member.get("first_test", member["test"])))
             self.selections.append(
                 AdaptiveSelection.from_state(
                     {
@@ -298,6 +304,7 @@ class Trainer:
                 {
                     "rng": self.rngs[m].bit_generator.state,
                     "test": sorted(self.test_ids[m]),
+                    "first_test": sorted(self.first_test_ids[m]),
                     "selection_ids": saved["ids"],
                     "p_good": saved["p_good"],
                     "l_old_total": saved["l_old_total"] if math.isfinite(saved["l_old_total"]) else "inf",
@@ -461,9 +468,11 @@ class Trainer:
         structure = b.graph["structure"]
         result = {"members": []}
         test_union = np.zeros(len(self.ids), dtype=bool)
+        first_union = np.zeros(len(self.ids), dtype=bool)
         for m in range(self.model.members):
             test = np.array([i in self.test_ids[m] for i in self.ids])
             test_union |= test
+            first_union |= np.array([i in self.first_test_ids[m] for i in self.ids])
             row = {}
             for name, mask in (("train", ~test), ("test", test)):
                 s = torch.as_tensor(mask, device=energies.device)
@@ -480,6 +489,9 @@ class Trainer:
         s = torch.as_tensor(test_union, device=energies.device)
         result["ensemble_test_rmse_energy_per_atom"] = _rmse(mean_energy[s])
         result["ensemble_test_rmse_forces"] = _rmse(mean_forces[s[structure]])
+        s = torch.as_tensor(first_union, device=energies.device)
+        result["ensemble_first_test_rmse_energy_per_atom"] = _rmse(mean_energy[s])
+        result["ensemble_first_test_rmse_forces"] = _rmse(mean_forces[s[structure]])
         result["ensemble_all_rmse_energy_per_atom"] = _rmse(mean_energy)
         result["ensemble_all_rmse_forces"] = _rmse(mean_forces)
         return result
@@ -519,6 +531,11 @@ class Trainer:
             forces = metrics["ensemble_test_rmse_forces"]
             self.model.rmse_energy_per_atom = energy if math.isfinite(energy) else 0.0
             self.model.rmse_forces = forces if math.isfinite(forces) else 0.0
+            first = (metrics["ensemble_first_test_rmse_energy_per_atom"], metrics["ensemble_first_test_rmse_forces"])
+            finite = all(math.isfinite(v) for v in first)
+            self.model.first_test_rmse_energy_per_atom, self.model.first_test_rmse_forces = (
+                first if finite else (None, None)
+            )
 
 
 def _progress(total: int):

@@ -28,6 +28,9 @@ def test_campaign_learns_lifelong_and_registers_every_version(campaign):
         assert newer["epochs"] == older["epochs"] + 10
         assert newer["dataset_size"] >= older["dataset_size"]
     assert versions[0]["epochs"] == 30
+    # every version is also measured on version 0's test conformations; at version 0 the two sets are one
+    assert all(v["first_test_rmse_energy_per_atom"] is not None for v in versions)
+    assert versions[0]["first_test_rmse_energy_per_atom"] == pytest.approx(versions[0]["rmse_energy_per_atom"])
     assert results["potential"].uuid == versions[-1]["uuid"]
     for record in report["iterations"]:
         assert record["selected"] <= 3

@@ -167,3 +167,33 @@ def test_members_trained_in_two_jobs_gather_into_the_stacked_ensemble(tmp_path, 
         torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-12, msg=name)
     with pytest.raises(ValueError, match="do not follow"):
         gather_trained([job(1, 0, 1), job(1, 2, 1)])
+
+
+def test_the_first_test_set_stays_fixed_and_its_rmse_compares_versions(tmp_path, sn2_frames, free_atoms):
+    """Version 0's test conformations stay held out when data are added, and their RMSE is recorded."""
+    from aiida_lmlp.potential.member_blocks import ensemble_test_rmse
+
+    config = merge_config(default_config(), {"members": 2, "fit_per_epoch": 10, "test_fraction": 0.25})
+    first = Trainer(_model(2, free_atoms, sn2_frames[:40]), sn2_frames[:40], config, log=lambda message: None)
+    first_tests = [set(t) for t in first.test_ids]
+    assert first.first_test_ids == first_tests and all(len(t) == 10 for t in first_tests)
+    first.run(3, tmp_path / "v0.lmlp")
+    v0 = Ensemble.load(tmp_path / "v0.lmlp")
+    assert v0.first_test_rmse_energy_per_atom == pytest.approx(v0.rmse_energy_per_atom, rel=1e-12)
+
+    # version 1: continued on 20 more conformations; a quarter of them join each member's test set
+    frames = sn2_frames[:60]
+    second = Trainer(v0, frames, config, log=lambda message: None)
+    assert second.first_test_ids == first_tests
+    assert all(t > f and len(t) == 15 for t, f in zip(second.test_ids, first_tests))
+    metrics = second.run(3, tmp_path / "v1.lmlp")
+    v1 = Ensemble.load(tmp_path / "v1.lmlp")
+    energy, forces, count = ensemble_test_rmse(v1, frames, "first_test")
+    assert count == len(set().union(*first_tests))
+    assert v1.first_test_rmse_energy_per_atom == pytest.approx(energy, rel=1e-9)
+    assert v1.first_test_rmse_forces == pytest.approx(forces, rel=1e-9)
+    assert metrics["ensemble_first_test_rmse_energy_per_atom"] == pytest.approx(energy, rel=1e-9)
+    # the growing test set gives a different figure: the two measure different things
+    assert v1.rmse_energy_per_atom != pytest.approx(energy, rel=1e-6)
+    again = Trainer(Ensemble.load(tmp_path / "v1.lmlp"), frames, config, log=lambda message: None)
+    assert again.first_test_ids == first_tests
