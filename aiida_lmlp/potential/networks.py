@@ -93,8 +93,12 @@ class ElementNetwork(torch.nn.Module):
         return x.squeeze(-1)
 
     @torch.no_grad()
-    def energies_and_input_gradients(self, descriptors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def energies_and_input_gradients(
+        self, descriptors: torch.Tensor, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Atomic energies ``(M, N)`` and every member's ``∂E/∂G`` ``(M, N, n_inputs)`` for shared ``(N, n_inputs)``.
+
+        ``out``: a contiguous ``(M, N, n_inputs)`` tensor to write the gradients into.
 
         The same function as :meth:`forward`, evaluated without autograd for the per-member
         forces: the standardisation is folded into the first layer, which then is one matrix
@@ -108,18 +112,19 @@ class ElementNetwork(torch.nn.Module):
         x = x.transpose(0, 1) + bias[:, None, :]  # (M, N, h1)
         activations = []
         last = len(self.weights) - 1
+        s = ACTIVATION_SCALE
         for k in range(1, last + 1):
-            x = scaled_tanh(x)
+            x = torch.tanh_(x).mul_(s)  # in place: x is a fresh product here, used by nothing else
             activations.append(x)
             x = torch.baddbmm(self.biases[k][:, None, :], x, self.weights[k])
         energies = x.squeeze(-1)  # (M, N)
-        s = ACTIVATION_SCALE
         output = first if last == 0 else self.weights[last]  # a network without hidden layers is linear
         delta = output[:, None, :, 0].expand(-1, n_atoms, -1)  # ∂E/∂(input of the output layer)
         for k in range(last, 0, -1):
-            delta = delta * (s - activations[k - 1] ** 2 / s)  # through f
+            a = activations[k - 1]
+            delta = torch.addcmul(torch.full_like(a, s), a, a, value=-1.0 / s).mul_(delta)  # f' = s − f²/s
             weights = first if k == 1 else self.weights[k - 1]
-            delta = torch.bmm(delta, weights.transpose(1, 2))  # through layer k − 1 (first: with α)
+            delta = torch.bmm(delta, weights.transpose(1, 2), out=out if k == 1 and out is not None else None)
         return energies, delta
 
 
@@ -192,17 +197,21 @@ class StackedAtomicNetworks(torch.nn.Module):
 
         For shared descriptors ``(A, G)``; see :meth:`ElementNetwork.energies_and_input_gradients`.
         """
-        order = torch.argsort(species, stable=True)
-        counts = torch.bincount(species, minlength=len(self.elements)).tolist()
-        blocks = torch.split(descriptors.index_select(0, order), counts, dim=0)
-        energies, gradients = [], []
-        for element, block, count in zip(self.elements, blocks, counts):
-            if count:
-                energy, gradient = self.networks[element].energies_and_input_gradients(block)
-                energies.append(energy)
-                gradients.append(gradient)
-        back = torch.argsort(order)
-        return torch.cat(energies, dim=1).index_select(1, back), torch.cat(gradients, dim=1).index_select(1, back)
+        n_atoms, n_inputs = descriptors.shape
+        energies = descriptors.new_empty(self.members, n_atoms)
+        gradients = descriptors.new_empty(self.members, n_atoms, n_inputs)
+        for e, element in enumerate(self.elements):
+            atoms = torch.nonzero(species == e).squeeze(1)
+            if atoms.numel() == 0:
+                continue
+            if atoms.numel() == n_atoms:  # one element: the gradients go straight into place
+                energy, _ = self.networks[element].energies_and_input_gradients(descriptors, out=gradients)
+                energies.copy_(energy)
+                continue
+            energy, gradient = self.networks[element].energies_and_input_gradients(descriptors.index_select(0, atoms))
+            energies.index_copy_(1, atoms, energy)
+            gradients.index_copy_(1, atoms, gradient)
+        return energies, gradients
 
     def forward_packed(self, descriptors: torch.Tensor, species: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
         """Atomic energies ``(A,)``, every atom through its own member's network: ``descriptors`` ``(A, G)``.
