@@ -157,30 +157,31 @@ def _read_structures(structures, label_of, elements, cutoff: float, allow_self_i
     if (counts == 0).any():
         raise StructureError(label_of(int(np.argmin(counts))), "has no atoms")
     offsets = np.cumsum(counts) - counts
-    batch = _Batch(np.concatenate(positions), counts, offsets, np.zeros(0), np.zeros(0), np.zeros(0))
-    finite = np.isfinite(batch.positions).all(axis=1)
+    owner = lambda atom: int(np.searchsorted(offsets, atom, side="right") - 1)  # noqa: E731
+    all_positions = np.concatenate(positions)
+    finite = np.isfinite(all_positions).all(axis=1)
     if not finite.all():
         atom = int(np.argmin(finite))
-        owner = batch.owner(atom)
-        raise StructureError(label_of(owner), f"atom {atom - offsets[owner]} has a NaN or infinite coordinate")
+        bad = owner(atom)
+        raise StructureError(label_of(bad), f"atom {atom - offsets[bad]} has a NaN or infinite coordinate")
     z_to_species = np.full(len(chemical_symbols), -1, dtype=np.int64)  # atomic number -> model element index
     for k, symbol in enumerate(elements):
         z_to_species[atomic_numbers[symbol]] = k
     numbers = np.concatenate([atoms.numbers for atoms in structures])
-    batch.species = z_to_species[np.clip(numbers, 0, len(z_to_species) - 1)]
-    if (batch.species < 0).any():
-        owner = batch.owner(int(np.argmin(batch.species)))
-        own = slice(offsets[owner], offsets[owner] + counts[owner])
-        unknown = sorted({chemical_symbols[z] for z in numbers[own][batch.species[own] < 0]})
+    species = z_to_species[np.clip(numbers, 0, len(z_to_species) - 1)]
+    if (species < 0).any():
+        bad = owner(int(np.argmin(species)))
+        own = slice(offsets[bad], offsets[bad] + counts[bad])
+        unknown = sorted({chemical_symbols[z] for z in numbers[own][species[own] < 0]})
         raise StructureError(
-            label_of(owner),
+            label_of(bad),
             f"element(s) {', '.join(unknown)} not in the model (model elements: {', '.join(elements)})",
         )
-    batch.pbc = np.array([atoms.pbc for atoms in structures], dtype=bool).reshape(-1, 3)
-    batch.cells = np.array([atoms.cell.array for atoms in structures], dtype=np.float64).reshape(-1, 3, 3)
-    for index in np.nonzero(batch.pbc.any(axis=1))[0]:
-        _check_cell(batch.cells[index], batch.pbc[index], label_of(int(index)), cutoff, allow_self_images)
-    return batch
+    pbc = np.array([atoms.pbc for atoms in structures], dtype=bool).reshape(-1, 3)
+    cells = np.array([atoms.cell.array for atoms in structures], dtype=np.float64).reshape(-1, 3, 3)
+    for index in np.nonzero(pbc.any(axis=1))[0]:
+        _check_cell(cells[index], pbc[index], label_of(int(index)), cutoff, allow_self_images)
+    return _Batch(all_positions, counts, offsets, cells, pbc, species)
 
 
 def _check_cell(cell: np.ndarray, pbc: np.ndarray, label: str, cutoff: float, allow_self_images: bool) -> None:

@@ -124,7 +124,9 @@ class ElementNetwork(torch.nn.Module):
             a = activations[k - 1]
             delta = torch.addcmul(torch.full_like(a, s), a, a, value=-1.0 / s).mul_(delta)  # f' = s − f²/s
             weights = first if k == 1 else self.weights[k - 1]
-            delta = torch.bmm(delta, weights.transpose(1, 2), out=out if k == 1 and out is not None else None)
+            delta = torch.bmm(delta, weights.transpose(1, 2), out=out if k == 1 else None)
+        if out is not None and delta is not out:  # a network without hidden layers: no product wrote it
+            delta = out.copy_(delta)
         return energies, delta
 
 
@@ -205,7 +207,7 @@ class StackedAtomicNetworks(torch.nn.Module):
             if atoms.numel() == 0:
                 continue
             if atoms.numel() == n_atoms:  # one element: the gradients go straight into place
-                energy, _ = self.networks[element].energies_and_input_gradients(descriptors, out=gradients)
+                energy, gradients = self.networks[element].energies_and_input_gradients(descriptors, out=gradients)
                 energies.copy_(energy)
                 continue
             energy, gradient = self.networks[element].energies_and_input_gradients(descriptors.index_select(0, atoms))

@@ -172,17 +172,18 @@ def test_acsf_models_cannot_grow_an_element():
         model.add_element("C", 0.0)
 
 
+@pytest.mark.parametrize("elements", [["H", "C", "O"], ["O"]], ids=["three elements", "one element (written in place)"])
 @pytest.mark.parametrize("hidden", [(7, 5, 3), (6,), ()])
-def test_hand_written_input_gradients_equal_autograd(hidden):
+def test_hand_written_input_gradients_equal_autograd(hidden, elements):
     from aiida_lmlp.potential.networks import StackedAtomicNetworks
 
-    networks = StackedAtomicNetworks(["H", "C", "O"], n_inputs=11, hidden=hidden, members=4, seed=3)
+    networks = StackedAtomicNetworks(elements, n_inputs=11, hidden=hidden, members=4, seed=3)
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():  # a non-trivial standardisation α (G − β) and biases
         for parameter in networks.parameters():
             parameter.add_(0.3 * torch.randn(parameter.shape, dtype=parameter.dtype, generator=generator))
     descriptors = torch.randn(23, 11, dtype=torch.float64, generator=generator)
-    species = torch.tensor([0, 2, 1] * 7 + [2, 2])  # every element, unsorted
+    species = torch.tensor([0, 2, 1] * 7 + [2, 2]) % len(elements)  # every element, unsorted
     leaf = descriptors.unsqueeze(0).expand(4, -1, -1).clone().requires_grad_()
     expected = networks(leaf, species)
     (expected_gradients,) = torch.autograd.grad(expected.sum(), leaf)
