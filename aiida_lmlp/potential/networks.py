@@ -93,12 +93,8 @@ class ElementNetwork(torch.nn.Module):
         return x.squeeze(-1)
 
     @torch.no_grad()
-    def energies_and_input_gradients(
-        self, descriptors: torch.Tensor, out: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def energies_and_input_gradients(self, descriptors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Atomic energies ``(M, N)`` and every member's ``∂E/∂G`` ``(M, N, n_inputs)`` for shared ``(N, n_inputs)``.
-
-        ``out``: a contiguous ``(M, N, n_inputs)`` tensor to write the gradients into.
 
         The same function as :meth:`forward`, evaluated without autograd for the per-member
         forces: the standardisation is folded into the first layer, which then is one matrix
@@ -124,9 +120,7 @@ class ElementNetwork(torch.nn.Module):
             a = activations[k - 1]
             delta = torch.addcmul(torch.full_like(a, s), a, a, value=-1.0 / s).mul_(delta)  # f' = s − f²/s
             weights = first if k == 1 else self.weights[k - 1]
-            delta = torch.bmm(delta, weights.transpose(1, 2), out=out if k == 1 else None)
-        if out is not None and delta is not out:  # a network without hidden layers: no product wrote it
-            delta = out.copy_(delta)
+            delta = torch.bmm(delta, weights.transpose(1, 2))  # through layer k − 1 (first: with α)
         return energies, delta
 
 
@@ -200,16 +194,14 @@ class StackedAtomicNetworks(torch.nn.Module):
         For shared descriptors ``(A, G)``; see :meth:`ElementNetwork.energies_and_input_gradients`.
         """
         n_atoms, n_inputs = descriptors.shape
+        present = torch.unique(species).tolist()
+        if len(present) == 1:  # one element: the atoms are already in their order
+            return self.networks[self.elements[present[0]]].energies_and_input_gradients(descriptors)
         energies = descriptors.new_empty(self.members, n_atoms)
         gradients = descriptors.new_empty(self.members, n_atoms, n_inputs)
-        for e, element in enumerate(self.elements):
+        for e in present:
             atoms = torch.nonzero(species == e).squeeze(1)
-            if atoms.numel() == 0:
-                continue
-            if atoms.numel() == n_atoms:  # one element: the gradients go straight into place
-                energy, gradients = self.networks[element].energies_and_input_gradients(descriptors, out=gradients)
-                energies.copy_(energy)
-                continue
+            element = self.elements[e]
             energy, gradient = self.networks[element].energies_and_input_gradients(descriptors.index_select(0, atoms))
             energies.index_copy_(1, atoms, energy)
             gradients.index_copy_(1, atoms, gradient)
