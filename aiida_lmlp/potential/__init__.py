@@ -4,7 +4,8 @@ Pure PyTorch, NumPy and ASE: this package never imports aiida, so it runs on a c
 without an AiiDA profile as well as in-process on a laptop. Units: eV, Å, eV/Å.
 
 The names below are imported on first use, so that the torch-free modules of the package
-(:mod:`.labels`, :mod:`.model_header`, :mod:`.errors`) can be used by the AiiDA daemon,
+(:mod:`.labels`, :mod:`.model_header`, :mod:`.errors`, :mod:`.training_config`,
+:mod:`.core_hyperparameters`, :mod:`.adaptive_selection`) can be used by the AiiDA daemon,
 which never imports torch.
 """
 

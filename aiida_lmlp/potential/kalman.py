@@ -40,6 +40,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from .training_config import DECOUPLINGS  # the decoupling choices, torch-free for the config checks
+
 __all__ = [
     "DECOUPLINGS",
     "EKF_DEFAULTS",
@@ -52,9 +54,6 @@ __all__ = [
 
 #: Filter settings: P(0) = p0·I, λ(0), λ0 of Eq. 18 and the process noise q (RuNNer's defaults).
 EKF_DEFAULTS = {"p0": 1.0, "lambda_start": 0.98, "lambda_0": 0.9987, "process_noise": 0.0}
-
-#: Ways of cutting a member's weights into covariance blocks.
-DECOUPLINGS = ("element", "layer", "global")
 
 
 def forgetting_factor(lambda_start: float, lambda_0: float, updates: int) -> float:

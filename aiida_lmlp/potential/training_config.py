@@ -8,9 +8,14 @@ out-of-range values are refused with an error that names the key.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import yaml
+
+#: Ways of cutting a member's weights into EKF covariance blocks (see ``kalman``). Kept here, not
+#: in the torch module, so that the daemon validates training parameters without importing torch.
+DECOUPLINGS = ("element", "layer", "global")
 
 __all__ = ["DEFAULT_CONFIG_YAML", "ConfigError", "default_config", "merge_config"]
 
@@ -79,9 +84,15 @@ class ConfigError(ValueError):
     """A configuration key is unknown or its value is out of range."""
 
 
-def default_config() -> dict:
-    """The default configuration as a dictionary."""
+@functools.cache
+def _parsed_defaults() -> dict:
     return yaml.safe_load(DEFAULT_CONFIG_YAML)
+
+
+def default_config() -> dict:
+    """The default configuration as a dictionary (a fresh copy: callers may change it)."""
+    # parsed once: the daemon asks for it several times per training job, and YAML is slow
+    return copy.deepcopy(_parsed_defaults())
 
 
 def merge_config(base: dict, override: dict | None, where: str = "") -> dict:
@@ -112,8 +123,6 @@ def _number(value: Any) -> bool:
 
 
 def _validate_ekf(e: dict) -> None:
-    from .kalman import DECOUPLINGS
-
     _check(e["decoupling"] in DECOUPLINGS, "ekf.decoupling", e["decoupling"], "must be element, layer or global")
     _check(_number(e["p0"]) and e["p0"] > 0, "ekf.p0", e["p0"], "must be positive")
     for key in ("lambda_start", "lambda_0"):
@@ -203,7 +212,7 @@ def validate_config(config: dict) -> None:
     for key in ("metrics_every", "checkpoint_every"):
         _check(isinstance(c[key], int) and c[key] >= 1, key, c[key], "must be an integer >= 1")
     from .adaptive_selection import SelectionSettings
-    from .paper_core import CORE_DEFAULTS, _validate
+    from .core_hyperparameters import CORE_DEFAULTS, validate_core_hyperparameters
 
     try:
         SelectionSettings(**c["adaptive"])
@@ -211,6 +220,6 @@ def validate_config(config: dict) -> None:
         raise ConfigError(f"configuration block 'adaptive': {error}") from None
     try:
         core = {**CORE_DEFAULTS, **{k: tuple(v) if isinstance(v, list) else v for k, v in c["core"].items()}}
-        _validate(core)
+        validate_core_hyperparameters(core)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"configuration block 'core': {error}") from None

@@ -81,3 +81,18 @@ def test_daemon_side_modules_import_neither_torch_nor_pyscf():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_checking_training_parameters_does_not_import_torch():
+    """The daemon validates a training job's parameters (EKF settings included) without torch.
+
+    It once imported the Kalman filter module for its decoupling names, which cost the daemon
+    worker about a second of torch import before the first training job of a campaign.
+    """
+    code = (
+        "import sys; from aiida_lmlp.potential.training_config import default_config, merge_config; "
+        "merge_config(default_config(), {'optimizer': 'ekf', 'ekf': {'decoupling': 'layer'}}); "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False"
