@@ -3,6 +3,8 @@
     python benchmarks/campaign_overhead.py overhead [--profiles embedded production]
     python benchmarks/campaign_overhead.py fifty [--profiles embedded production] [--workers 2]
     python benchmarks/campaign_overhead.py phases RESULTS.json   # per-phase figures of a recorded run
+    python benchmarks/campaign_overhead.py overhead --profiles embedded --worker-profile worker.speedscope
+    python benchmarks/campaign_overhead.py worker worker.speedscope  # where the daemon worker's time went
 
 ``overhead``: runs the quickstart campaign (workflows/quickstart.yaml) through the daemon on a
 fresh profile. Every calculation job records the wall-clock time at which its command starts
@@ -17,7 +19,11 @@ Targets (issue 5): ≤ 10 % of the campaign and ≤ 2 s per iteration on the emb
 ``fifty``: submits 50 ``lmlp.label`` work chains (one Cl⁻ + CH3Cl geometry each, HF/STO-3G) at
 once to ``--workers`` daemon workers and checks that all finish with their labels (no loss).
 
-Results go to ``benchmarks/results/campaign_overhead.json`` / ``labelling_fifty.json``.
+``--worker-profile FILE``: samples the daemon worker with py-spy (``pip install py-spy``; every
+sample, idle ones included, 200 per second) during the campaign; ``worker FILE`` then sums the
+worker's busy seconds by what it was doing (:data:`WORKER_ACTIVITIES`).
+
+Results go to ``benchmarks/results/campaign_overhead_*.json`` / ``labelling_fifty_*.json``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,26 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STAMPS = ("_lmlp_job_start", "_lmlp_job_end")
 WORK_CHAINS = ("LifelongWorkChain", "LabelWorkChain", "TrainEnsembleWorkChain")
+
+#: What a daemon worker's busy samples are counted as: (name, frame pattern). A sample counts
+#: for every activity whose pattern occurs in its stack (``file:function``), so they overlap.
+WORKER_ACTIVITIES = (
+    ("scheduler polls (task_update_job)", "tasks.py:task_update_job"),
+    ("  blocked on transport subprocesses (ps, ...)", "selectors.py:_PollLikeSelector.select"),
+    ("SQLite/SQL commits", "default.py:DefaultDialect.do_commit"),
+    ("process checkpoints: saving (YAML)", "persistence.py:AiiDAPersister.save_checkpoint"),
+    ("  inputs re-encoded at every checkpoint (YAML)", "process.py:Process.encode_input_args"),
+    ("process checkpoints: loading (YAML)", "process.py:Process.decode_input_args"),
+    ("creating processes (instantiate_process)", "utils.py:instantiate_process"),
+    ("  input-link cycle checks (one query per link)", "links.py:NodeLinks.validate_incoming"),
+    ("work-chain steps (_do_step)", "workchain.py:WorkChain._do_step"),
+    ("uploads (task_upload_job)", "tasks.py:task_upload_job"),
+    ("retrievals (task_retrieve_job)", "tasks.py:task_retrieve_job"),
+    ("parsers (Parser.parse)", "base.py:LmlpParser.parse"),
+    ("calcfunctions", "engine/processes/functions.py:"),
+    ("imports", "<frozen importlib._bootstrap>:_find_and_load"),
+    ("torch imported", "torch/__init__.py:<module>"),
+)
 
 
 def _machine() -> dict:
@@ -191,7 +217,38 @@ def by_phase(timeline: list[dict]) -> list[dict]:
     return phases
 
 
-def overhead(kind: str, job_poll: float, iterations: int | None = None) -> dict:
+def _worker_pid(profile: str) -> int:
+    import psutil
+
+    for _ in range(240):
+        for process in psutil.process_iter(["cmdline"]):
+            line = " ".join(process.info["cmdline"] or [])
+            if f"-p {profile} daemon worker" in line:
+                return process.pid
+        time.sleep(0.25)
+    raise RuntimeError(f"no daemon worker of profile {profile} found")
+
+
+def worker_activities(path: Path) -> dict:
+    """Busy seconds of a py-spy speedscope record of the daemon worker (idle samples included) by activity."""
+    record = json.loads(path.read_text())
+    frames = [f"{f.get('file', '')}:{f['name']}" for f in record["shared"]["frames"]]
+    main = record["profiles"][0]  # the main thread, where the event loop runs
+    busy: dict[str, float] = {name: 0.0 for name, _ in WORKER_ACTIVITIES}
+    total = wall = 0.0
+    for sample, weight in zip(main["samples"], main["weights"]):
+        wall += weight
+        stack = [frames[i] for i in sample]
+        if not stack or stack[-1].endswith(("selectors.py:EpollSelector.select", ":select", ":poll")):
+            continue  # the event loop waiting for work (a blocking subprocess call counts as busy)
+        total += weight
+        for name, pattern in WORKER_ACTIVITIES:
+            if any(pattern in frame for frame in stack):
+                busy[name] += weight
+    return {"sampled_s": round(wall, 2), "busy_s": round(total, 2), **{k: round(v, 2) for k, v in busy.items()}}
+
+
+def overhead(kind: str, job_poll: float, iterations: int | None = None, worker_profile: Path | None = None) -> dict:
     from aiida import load_profile
     from aiida.engine import submit
     from aiida.manage import get_manager
@@ -201,6 +258,7 @@ def overhead(kind: str, job_poll: float, iterations: int | None = None) -> dict:
 
     name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
     create_profile(kind, name, Path(os.environ["AIIDA_PATH"]))
+    sampler = None
     try:
         from aiida.manage.configuration import reset_config
 
@@ -212,6 +270,12 @@ def overhead(kind: str, job_poll: float, iterations: int | None = None) -> dict:
 
         tune_localhost(orm.load_computer("localhost"), job_poll)  # as `lmlp quickstart` sets up its localhost
         verdi("daemon", "start", "1", "--timeout", "60", profile=name)
+        if worker_profile is not None:
+            import subprocess
+
+            command = ["py-spy", "record", "--idle", "--rate", "200", "--format", "speedscope"]
+            command += ["-o", str(worker_profile), "--pid", str(_worker_pid(name))]
+            sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         inputs = load_spec(ROOT / "workflows" / "quickstart.yaml").build_inputs("quickstart")
         for path in (("label", "pyscf"), ("train", "train"), ("explore",)):
             target = inputs
@@ -270,6 +334,8 @@ def overhead(kind: str, job_poll: float, iterations: int | None = None) -> dict:
         return result
     finally:
         verdi("daemon", "stop", "--timeout", "60", profile=name)
+        if sampler is not None:
+            sampler.wait(timeout=60)  # py-spy writes its record when the worker exits
         delete_profile(kind, name)
 
 
@@ -337,8 +403,11 @@ def fifty(kind: str, workers: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["overhead", "fifty", "phases"])
-    parser.add_argument("file", nargs="?", type=Path, help="for phases: a recorded overhead results file")
+    parser.add_argument("what", choices=["overhead", "fifty", "phases", "worker"])
+    parser.add_argument(
+        "file", nargs="?", type=Path, help="phases: a recorded overhead results file; worker: a py-spy record"
+    )
+    parser.add_argument("--worker-profile", type=Path, help="overhead: sample the daemon worker into this file")
     parser.add_argument("--profiles", nargs="+", default=["embedded", "production"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--iterations", type=int, help="overhead: run this many iterations instead of the spec's 3")
@@ -350,11 +419,16 @@ def main() -> None:
         for run in json.loads(arguments.file.read_text())["results"]:
             print(run["profile"], json.dumps(by_phase(run["timeline"]), indent=1))
         return
+    if arguments.what == "worker":
+        print(json.dumps(worker_activities(arguments.file), indent=1))
+        return
     os.environ.setdefault("AIIDA_PATH", tempfile.mkdtemp(prefix="lmlp-bench-"))
     results = []
     for kind in arguments.profiles:
         if arguments.what == "overhead":
-            run = overhead(kind, arguments.job_poll, arguments.iterations)
+            run = overhead(kind, arguments.job_poll, arguments.iterations, arguments.worker_profile)
+            if arguments.worker_profile is not None:
+                run["worker_activities_s"] = worker_activities(arguments.worker_profile)
         else:
             run = fifty(kind, arguments.workers)
         print(json.dumps(run))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from timing import interleaved_medians, median_time  # noqa: E402
+from timing import cpu_model, interleaved_medians, median_time  # noqa: E402
 
 
 def run_case(case: dict) -> dict:
@@ -190,7 +190,9 @@ def main():
                     }
                 )
     for structures in ("sn2", "water"):
-        cases.append({"kind": "ensemble_ratio", "structures": structures, "rounds": 7 if structures == "sn2" else 3})
+        for dtype in ("float64", "float32"):
+            rounds = 7 if structures == "sn2" else 3
+            cases.append({"kind": "ensemble_ratio", "structures": structures, "rounds": rounds, "dtype": dtype})
         for members, member_forces in ((1, True), (10, False), (10, True)):
             # one evaluation each, for the peak memory of every variant on its own
             cases.append(
@@ -232,7 +234,12 @@ def main():
         print(json.dumps(rows[-1]), flush=True)
     import torch
 
-    machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    machine = {
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
     suffix = "" if args.device == "cpu" else f"_{args.device}"
     out = HERE / "results" / f"ensemble_and_scaling{suffix}.json"
     result = {"machine": machine, "rows": rows}

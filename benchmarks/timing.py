@@ -44,3 +44,16 @@ def interleaved_medians(variants: dict, rounds: int) -> dict:
             synchronize()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for the results: the figures differ between machines."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
