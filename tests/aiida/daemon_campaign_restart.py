@@ -74,6 +74,7 @@ def follow(pk: int) -> dict:
     time.sleep(3)
     run(BIN / "verdi", "daemon", "start", "1", "--timeout", "60")
     wait(lambda: campaign.is_terminated, 900, "the campaign to finish")
+    torch_in_workers = workers_with_torch("restart")
 
     from aiida_lmlp.workflows.screening import geometry_keys
 
@@ -95,7 +96,29 @@ def follow(pk: int) -> dict:
         "distinct_labelled": len(set(labelled_keys)),
         "labelled_missing_from_campaign": len(set(labelled_keys) - campaign_keys),
         "versions": len(campaign.outputs.versions) if "versions" in campaign.outputs else 0,
+        "daemon_workers_with_torch": torch_in_workers,
     }
+
+
+def workers_with_torch(profile: str) -> int | None:
+    """How many daemon workers of ``profile`` have torch's library loaded (None without /proc).
+
+    The daemon must never import torch (ARCHITECTURE.md): it would cost every worker about a
+    second and a few hundred MB. A loaded ``libtorch`` in the worker's memory map shows an
+    import anywhere, also a lazy one inside a validator or a work-chain step.
+    """
+    import psutil
+
+    loaded = 0
+    command = f"-p {profile} daemon worker"
+    workers = [p for p in psutil.process_iter(["cmdline"]) if command in " ".join(p.info["cmdline"] or [])]
+    for worker in workers:
+        try:
+            maps = Path(f"/proc/{worker.pid}/maps").read_text()
+        except OSError:
+            return None
+        loaded += "libtorch" in maps
+    return loaded if workers else None
 
 
 if __name__ == "__main__":

@@ -34,3 +34,6 @@ def test_campaign_survives_a_daemon_restart(tmp_path):
     assert outcome["labelled_by_dft"] == outcome["distinct_labelled"] >= 10
     # no labelled conformation is lost
     assert outcome["labelled_missing_from_campaign"] == 0
+    # the daemon worker that ran the rest of the campaign (training submissions included) never
+    # loaded torch: libtorch is not in its memory map (it once came in through a validator)
+    assert outcome["daemon_workers_with_torch"] == 0
