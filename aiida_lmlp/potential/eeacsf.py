@@ -273,8 +273,10 @@ class EeACSF(AtomCenteredDescriptor):
     def values_from_sums(self, radial: torch.Tensor, angular: torch.Tensor) -> torch.Tensor:
         """Element terms (Eqs. 6–9) and the square root: ``(A, len(self))``."""
         dtype = radial.dtype
-        g_rad = torch.einsum("ase,sh->ahe", radial, self.radial_weights.to(dtype))  # (A, H_rad, E_rad)
-        g_ang = torch.einsum("aqf,qh->ahf", angular, self.angular_weights.to(dtype))  # (A, H_ang, F)
+        # (H, S) @ (A, S, E) broadcast over atoms: no permuted copy of the sums (einsum made two,
+        # forward and backward, of the mostly-zero per-species-pair sums)
+        g_rad = torch.matmul(self.radial_weights.to(dtype).T, radial)  # (A, H_rad, E_rad)
+        g_ang = torch.matmul(self.angular_weights.to(dtype).T, angular)  # (A, H_ang, F)
         return safe_sqrt(torch.cat([g_rad.flatten(1), g_ang.flatten(1)], dim=1))
 
     def sums_cotangent_rows(self, values: torch.Tensor, cotangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
