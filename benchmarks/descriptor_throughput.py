@@ -15,7 +15,8 @@ which is part of the measured time, as TorchANI's own neighbour search is part o
 "Descriptor + force" = the descriptor matrix and the gradient of a fixed random projection of it
 with respect to the positions (what a force evaluation costs on top of the networks), including
 the neighbour search of each code. The same structures and the same dtype (float64, float32) go
-to both codes in one run; ratios are reported per structure set and per descriptor entry.
+to both codes in one run, timed in alternation (medians of ``--repeats`` rounds); ratios are
+reported per structure set and per descriptor entry.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from structures import SN2_ELEMENTS, sn2_conformations, water_box  # noqa: E402
-from timing import median_time  # noqa: E402
+from timing import cpu_model, interleaved_medians  # noqa: E402
 
 from aiida_lmlp.potential import EeACSF  # noqa: E402
 from aiida_lmlp.potential.neighbors import build_graph  # noqa: E402
@@ -112,8 +113,10 @@ def main():
                     structures, elements, dtype, cutoff, cutoff - 0.01, args.device
                 ),
             }
-            for label, (run, length, n_atoms) in cases.items():
-                seconds = median_time(run, args.repeats)
+            # timed in alternation: the machine's noise spreads over the codes alike
+            medians = interleaved_medians({label: case[0] for label, case in cases.items()}, args.repeats)
+            for label, (_, length, n_atoms) in cases.items():
+                seconds = medians[label]
                 rows.append(
                     {
                         "structures": name,
@@ -131,7 +134,7 @@ def main():
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
