@@ -253,6 +253,10 @@ class LmlpDatasetData(orm.Data):
         name = f"lmlp.dataset<{self.pk or 'unstored'}>"
         if self.count == 0:
             return [f"{name} is empty"]
+        if self.base.attributes.get("labelled_count", None) == self.count:
+            # the attribute was computed from the archive when the node was made (nodes are
+            # immutable), so the daemon checks a training job's data without reading it
+            return []
         labelled = self.conformations.labelled
         if not labelled.all():
             missing = np.flatnonzero(~labelled)

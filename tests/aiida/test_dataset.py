@@ -158,3 +158,12 @@ def test_full_sn2_pool_is_stored_compactly():
     # positions and forces in float64 plus per-conformation arrays: close to the raw numbers
     raw = dataset.base.attributes.get("n_atoms") * 7 * 8 + dataset.count * (9 * 8 + 3 + 4 * 8 + 32 * 4)
     assert dataset.count == 395 and size < 1.3 * raw + 20_000
+
+
+def test_a_fully_labelled_stored_dataset_is_checked_without_reading_its_archive(sn2_frames):
+    """Submitting a training job checks every dataset; the stored count answers, not the archive."""
+    stored = LmlpDatasetData.from_atoms(sn2_frames[:4]).store()
+    fresh = orm.load_node(stored.pk)
+    assert fresh.training_problems() == []
+    assert getattr(fresh, "_cache", None) is None  # the archive was not loaded
+    assert fresh.conformations.labelled.all()  # and it agrees with the archive
