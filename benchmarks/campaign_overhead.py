@@ -32,12 +32,16 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from aiida_lmlp.campaign.profiles import create_profile, delete_profile, verdi
+
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import cpu_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,7 +71,7 @@ WORKER_ACTIVITIES = (
 
 def _machine() -> dict:
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
     }
@@ -239,7 +243,7 @@ def worker_activities(path: Path) -> dict:
     for sample, weight in zip(main["samples"], main["weights"]):
         wall += weight
         stack = [frames[i] for i in sample]
-        if not stack or stack[-1].endswith(("selectors.py:EpollSelector.select", ":select", ":poll")):
+        if not stack or stack[-1].endswith("selectors.py:EpollSelector.select"):
             continue  # the event loop waiting for work (a blocking subprocess call counts as busy)
         total += weight
         for name, pattern in WORKER_ACTIVITIES:

@@ -77,6 +77,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 from structures import SN2, SN2_ELEMENTS, sn2_conformations  # noqa: E402
+from timing import cpu_model  # noqa: E402
 
 import aiida_lmlp.potential.trainer as trainer_module  # noqa: E402
 from aiida_lmlp.potential import Ensemble  # noqa: E402
@@ -775,17 +776,9 @@ def plan(args) -> dict[str, list[RunSpec]]:
 
 def machine() -> dict:
     """Where the numbers were taken."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "load_average_at_start": load,
         "python": platform.python_version(),
