@@ -8,9 +8,13 @@ Run with the peer's virtual environment (TorchANI pins a click newer than aiida-
     benchmarks/.venv-torchani/bin/pip install --no-deps -e .
     TORCHANI_NO_WARN_EXTENSIONS=1 benchmarks/.venv-torchani/bin/python benchmarks/descriptor_throughput.py
 
-``--device cuda`` runs both codes on the GPU (results in ``descriptor_throughput_cuda.json``);
-the eeACSF neighbour search stays on the CPU (vesin) and its graph is copied over each call,
-which is part of the measured time, as TorchANI's own neighbour search is part of its time.
+``--device cuda`` runs both codes on the GPU (results in ``descriptor_throughput_cuda.json``).
+
+Two eeACSF rows per molecular set: "from ASE Atoms" reads and checks the Atoms objects and
+builds the graph each call (what ``Ensemble.evaluate`` does: on the CPU the vesin cell list, on
+a GPU the all-pairs search of each molecule there); "from tensors" starts, like the TorchANI
+rows, from coordinates and species already on the device and searches all pairs of each
+molecule there (``molecule_graph``). The neighbour search is part of every measured time.
 
 "Descriptor + force" = the descriptor matrix and the gradient of a fixed random projection of it
 with respect to the positions (what a force evaluation costs on top of the networks), including
@@ -27,6 +31,7 @@ import platform
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,17 +39,25 @@ from structures import SN2_ELEMENTS, sn2_conformations, water_box  # noqa: E402
 from timing import cpu_model, interleaved_medians  # noqa: E402
 
 from aiida_lmlp.potential import EeACSF  # noqa: E402
-from aiida_lmlp.potential.neighbors import build_graph  # noqa: E402
+from aiida_lmlp.potential.neighbors import graph_tensors, molecule_graph  # noqa: E402
 
 
-def eeacsf_case(structures, elements, cutoff, dtype, device="cpu"):
+def eeacsf_case(structures, elements, cutoff, dtype, device="cpu", from_tensors=False):
     descriptor = EeACSF.from_paper(elements, cutoff=cutoff).to(device)
     n_atoms = sum(len(a) for a in structures)
     weights = torch.randn(n_atoms, len(descriptor), dtype=dtype, generator=torch.Generator().manual_seed(0)).to(device)
+    index = {e: k for k, e in enumerate(elements)}
+    coords = torch.as_tensor(np.concatenate([a.positions for a in structures]), dtype=dtype, device=device)
+    species = torch.as_tensor([index[s] for a in structures for s in a.get_chemical_symbols()], device=device)
+    counts = [len(a) for a in structures]
+
+    def graph():
+        if from_tensors:
+            return molecule_graph(coords.clone(), species, counts, cutoff)
+        return graph_tensors(structures, elements, cutoff, device, dtype)
 
     def run():
-        graph = build_graph(structures, elements, cutoff)
-        t = graph.tensors(device, dtype=dtype)
+        t = graph()
         positions = t["positions"].requires_grad_(True)
         values = descriptor(positions, t["cells"], t)
         (grad,) = torch.autograd.grad((values * weights).sum(), positions)
@@ -107,6 +120,15 @@ def main():
         for dtype in (torch.float64, torch.float32):
             cases = {
                 f"eeACSF Table 1 (Rc {cutoff:g} Å)": eeacsf_case(structures, elements, cutoff, dtype, args.device),
+                **(
+                    {}
+                    if structures[0].pbc.any()
+                    else {
+                        f"eeACSF Table 1 (Rc {cutoff:g} Å), from tensors": eeacsf_case(
+                            structures, elements, cutoff, dtype, args.device, from_tensors=True
+                        )
+                    }
+                ),
                 "TorchANI AEV, ANI-2x radii (5.1/3.5 Å)": ani_case(structures, elements, dtype, device=args.device),
                 # TorchANI needs the angular cutoff strictly below the radial one
                 f"TorchANI AEV, radii {cutoff:g}/{cutoff - 0.01:g} Å": ani_case(

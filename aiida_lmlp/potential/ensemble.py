@@ -27,7 +27,7 @@ from .eeacsf import EeACSF
 from .elements import validate_elements
 from .errors import ModelFileError
 from .model_file import read_model_file, write_model_file
-from .neighbors import DEFAULT_MIN_DISTANCE, build_graph
+from .neighbors import DEFAULT_MIN_DISTANCE, graph_tensors
 from .networks import StackedAtomicNetworks
 from .symmetry_functions import AtomCenteredDescriptor
 
@@ -238,8 +238,7 @@ class Ensemble(torch.nn.Module):
 
     def descriptors_of(self, structures: Sequence[Atoms], **graph_options) -> tuple[torch.Tensor, torch.Tensor]:
         """Descriptor matrix ``(A, G)`` and species ``(A,)`` of a batch, without gradients."""
-        graph = build_graph(list(structures), self.elements, self.descriptor.cutoff, **graph_options)
-        t = graph.tensors(self.device, self.dtype)
+        t = graph_tensors(structures, self.elements, self.descriptor.cutoff, self.device, self.dtype, **graph_options)
         with torch.no_grad():
             return self.descriptor(t["positions"], t["cells"], t), t["species"]
 
@@ -273,22 +272,23 @@ class Ensemble(torch.nn.Module):
         """
         if isinstance(structures, Atoms):
             structures = [structures]
-        graph = build_graph(
-            list(structures),
+        t = graph_tensors(
+            structures,
             self.elements,
             self.descriptor.cutoff,
+            self.device,
+            self.dtype,
             min_distance=min_distance,
             allow_self_images=allow_self_images,
         )
-        t = graph.tensors(self.device, self.dtype)
-        n_structures = t["n_structures"]
+        n_structures, n_atoms = t["n_structures"], t["species"].shape[0]
         structure = t["structure"]
         need_grad = forces or stress
         per_member = need_grad and member_forces and self.members > 1
         reference = torch.as_tensor(
             [self.reference_energies[e] for e in self.elements], dtype=self.dtype, device=self.device
         )[t["species"]]  # (A,)
-        if per_member and graph.n_triplets >= JACOBIAN_MIN_TRIPLETS:
+        if per_member and t["triplets"].shape[0] >= JACOBIAN_MIN_TRIPLETS:
             # M gradients through an explicit Jacobian of the descriptor sums (built once), so
             # each member costs small contractions instead of a backward pass through the descriptor
             jacobian = self.descriptor.sums_and_jacobian(t["positions"], t["cells"], t)
@@ -304,7 +304,7 @@ class Ensemble(torch.nn.Module):
             # only through the pair vectors
             vectors = self.descriptor.pair_vectors(t["positions"], t["cells"], t).requires_grad_(need_grad)
             with torch.enable_grad():
-                radial, angular = self.descriptor.sums_from_vectors(vectors, t, graph.n_atoms)
+                radial, angular = self.descriptor.sums_from_vectors(vectors, t, n_atoms)
                 descriptors = self.descriptor.values_from_sums(radial, angular)  # (A, G)
                 leaf = descriptors
                 if per_member:
@@ -328,12 +328,12 @@ class Ensemble(torch.nn.Module):
             energy_members=energy_members.detach().cpu().numpy(),
             energy_uncertainty=energy_unc.cpu().numpy(),
             atomic_energies=atomic.mean(0).detach().cpu().numpy(),
-            structure=graph.structure,
+            structure=structure.cpu().numpy(),
         )
         if not need_grad:
             return prediction
         if forces:
-            force_members = pair_gradients.new_zeros(pair_gradients.shape[0], graph.n_atoms, 3)
+            force_members = pair_gradients.new_zeros(pair_gradients.shape[0], n_atoms, 3)
             force_members.index_add_(1, t["centers"], pair_gradients)
             force_members.index_add_(1, t["neighbors"], -pair_gradients)  # F = −∂E/∂x, v = x_j − x_i + …
             prediction.forces = force_members.mean(0).cpu().numpy()

@@ -23,10 +23,15 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from .errors import StructureError, structure_label
 
-__all__ = ["NeighborGraph", "build_graph", "pair_triplets"]
+__all__ = ["NeighborGraph", "build_graph", "graph_tensors", "molecule_graph", "molecule_pairs", "pair_triplets"]
 
 #: Default smallest interatomic distance accepted, in Å.
 DEFAULT_MIN_DISTANCE = 0.5
+
+#: Most ordered atom pairs ``Σ n_k²`` of a batch of molecules that :func:`graph_tensors` searches
+#: on a GPU by enumerating all pairs of each molecule (128 MB of indices); larger batches go to
+#: vesin's cell list on the CPU.
+ALL_PAIRS_LIMIT = 1 << 23
 
 
 @dataclass
@@ -124,6 +129,81 @@ def pair_triplets(centers: np.ndarray | torch.Tensor, n_atoms: int) -> np.ndarra
     return torch.stack([base + a, base + b], dim=1)
 
 
+def molecule_pairs(
+    positions: torch.Tensor, counts: torch.Tensor | np.ndarray, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All ordered pairs ``i ≠ j`` closer than ``cutoff`` within each molecule, on ``positions``' device.
+
+    ``positions`` ``(A, 3)`` holds the molecules one after another, ``counts`` their atom
+    counts. Every pair of atoms of a molecule is enumerated (``Σ n_k²``, as TorchANI's
+    all-pairs search does for molecules), so this suits batches of small molecules: it runs
+    where the model runs, without a round trip through the CPU. Returns the centre-sorted
+    ``centers``, ``neighbors`` and the distances of the pairs kept.
+    """
+    device = positions.device
+    counts = torch.as_tensor(counts, dtype=torch.long).cpu()
+    squares = counts * counts
+    total = int(squares.sum())
+    counts, squares = counts.to(device), squares.to(device)
+    molecule = torch.repeat_interleave(torch.arange(counts.shape[0], device=device), squares, output_size=total)
+    # local index q of an ordered pair of molecule k: i = q // n_k, j = q % n_k
+    q = torch.arange(total, device=device) - (torch.cumsum(squares, 0) - squares)[molecule]
+    n = counts[molecule]
+    first = (torch.cumsum(counts, 0) - counts)[molecule]
+    centers, neighbors = first + torch.div(q, n, rounding_mode="floor"), first + q % n
+    distances = torch.linalg.vector_norm(positions[neighbors] - positions[centers], dim=-1)
+    keep = torch.nonzero((distances < cutoff) & (centers != neighbors)).squeeze(1)
+    return centers[keep], neighbors[keep], distances[keep]
+
+
+def molecule_graph(
+    positions: torch.Tensor,
+    species: torch.Tensor,
+    counts: torch.Tensor | np.ndarray,
+    cutoff: float,
+    *,
+    elements: Sequence[str] | None = None,
+    min_distance: float = DEFAULT_MIN_DISTANCE,
+    labels: Sequence[str] | None = None,
+) -> dict:
+    """The graph dictionary of :meth:`NeighborGraph.tensors` for molecules already held as tensors.
+
+    The pairs come from :func:`molecule_pairs` and the angular triplets from
+    :func:`pair_triplets`, both on ``positions``' device, so a batch whose positions are on
+    the GPU never leaves it. Raises :class:`StructureError` naming the molecule (``labels[k]``,
+    else its index) and the two atoms when two atoms are closer than ``min_distance``.
+    """
+    device = positions.device
+    counts_cpu = torch.as_tensor(counts, dtype=torch.long).cpu()
+    centers, neighbors, distances = molecule_pairs(positions, counts_cpu, cutoff)
+    n_molecules = counts_cpu.shape[0]
+    structure = torch.repeat_interleave(
+        torch.arange(n_molecules, device=device), counts_cpu.to(device), output_size=positions.shape[0]
+    )
+    if distances.numel() and bool((distances < min_distance).any()):
+        k = int(torch.argmin(distances))
+        i, j = int(centers[k]), int(neighbors[k])
+        owner = int(structure[i])
+        first = int(counts_cpu[:owner].sum())
+        symbol = lambda atom: elements[int(species[atom])] if elements is not None else "?"  # noqa: E731
+        raise StructureError(
+            labels[owner] if labels is not None else f"#{owner}",
+            f"atoms {i - first} ({symbol(i)}) and {j - first} ({symbol(j)}) are {float(distances[k]):.3f} Å "
+            f"apart, closer than the minimum distance {min_distance:g} Å",
+        )
+    return {
+        "positions": positions,
+        "cells": positions.new_zeros(n_molecules, 3, 3),
+        "species": species,
+        "structure": structure,
+        "centers": centers,
+        "neighbors": neighbors,
+        "shifts": positions.new_zeros(centers.shape[0], 3),
+        "triplets": pair_triplets(centers, positions.shape[0]),
+        "n_structures": n_molecules,
+    }
+
+
 def _perpendicular_widths(cell: np.ndarray) -> np.ndarray:
     volume = abs(np.linalg.det(cell))
     cross = np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]])
@@ -218,6 +298,72 @@ def _molecule_layout(positions: np.ndarray, starts: np.ndarray, cutoff: float) -
     return grid * spacing - lows
 
 
+def graph_tensors(
+    structures: Sequence,
+    elements: Sequence[str],
+    cutoff: float,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+    *,
+    min_distance: float = DEFAULT_MIN_DISTANCE,
+    allow_self_images: bool = False,
+    labels: Sequence[str] | None = None,
+) -> dict:
+    """Validate ``structures`` and return their graph as tensors on ``device`` (see :meth:`NeighborGraph.tensors`).
+
+    On a GPU a batch of molecules small enough for :data:`ALL_PAIRS_LIMIT` is searched there
+    (:func:`molecule_graph`): only the validated positions and species are copied over. Any
+    other batch, and every batch for the CPU, goes through :func:`build_graph` (vesin).
+    The checks and their errors are those of :func:`build_graph`.
+    """
+    structures = list(structures)
+    device = torch.device(device)
+    if device.type == "cpu" or not _all_pairs_fit(structures):
+        graph = build_graph(
+            structures,
+            elements,
+            cutoff,
+            min_distance=min_distance,
+            allow_self_images=allow_self_images,
+            labels=labels,
+        )
+        return graph.tensors(device, dtype)
+    if min_distance > cutoff:
+        raise ValueError(f"min_distance {min_distance} must not exceed the cutoff {cutoff}")
+    label_list = labels if labels is not None else _LazyLabels(structures, len(structures) == 1)
+    batch = _read_structures(structures, label_list.__getitem__, list(elements), cutoff, allow_self_images)
+    return molecule_graph(
+        torch.as_tensor(batch.positions, dtype=dtype).to(device, non_blocking=True),
+        torch.as_tensor(batch.species).to(device, non_blocking=True),
+        batch.counts,
+        cutoff,
+        elements=list(elements),
+        min_distance=min_distance,
+        labels=label_list,
+    )
+
+
+def _all_pairs_fit(structures: Sequence) -> bool:
+    """Whether ``structures`` are all molecules with at most :data:`ALL_PAIRS_LIMIT` ordered atom pairs."""
+    pairs = 0
+    for atoms in structures:
+        if atoms.pbc.any():
+            return False
+        pairs += len(atoms) ** 2
+    return pairs <= ALL_PAIRS_LIMIT
+
+
+class _LazyLabels:
+    """``labels[k]`` of structure ``k`` for error messages, built only when asked for."""
+
+    def __init__(self, structures: Sequence, single: bool):
+        self._structures = structures
+        self._single = single
+
+    def __getitem__(self, index: int) -> str:
+        return structure_label(self._structures[index], None if self._single else index)
+
+
 def build_graph(
     structures: Sequence,
     elements: Sequence[str],
@@ -243,11 +389,7 @@ def build_graph(
     structures = list(structures)
     single = len(structures) == 1
 
-    def label(index: int) -> str:  # built only when an error is raised
-        if labels is not None:
-            return labels[index]
-        return structure_label(structures[index], None if single else index)
-
+    label = (labels if labels is not None else _LazyLabels(structures, single)).__getitem__
     batch = _read_structures(structures, label, list(elements), cutoff, allow_self_images)
     counts, offsets = batch.counts, batch.offsets
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)

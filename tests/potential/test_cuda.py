@@ -18,7 +18,8 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from aiida_lmlp.potential import EeACSF, Ensemble, LmlpCalculator
 from aiida_lmlp.potential.ensemble import JACOBIAN_MIN_TRIPLETS
-from aiida_lmlp.potential.neighbors import build_graph
+from aiida_lmlp.potential.errors import StructureError
+from aiida_lmlp.potential.neighbors import build_graph, graph_tensors
 from aiida_lmlp.potential.trainer import Trainer
 from aiida_lmlp.potential.training_config import default_config, merge_config
 
@@ -128,3 +129,16 @@ def test_langevin_md_with_a_cuda_model():
     dyn.run(50)
     assert dyn.nsteps == 50 and np.isfinite(atoms.get_potential_energy())
     assert np.all(np.isfinite(atoms.calc.results["forces_uncertainty"]))
+
+
+def test_molecules_are_searched_on_the_device_and_refused_there_by_name():
+    frames = _frames(50)
+    cpu = build_graph(frames, SN2_ELEMENTS, 12.0).tensors()
+    gpu = graph_tensors(frames, SN2_ELEMENTS, 12.0, DEVICE)
+    assert gpu["centers"].device.type == DEVICE
+    pairs = lambda g: set(zip(g["centers"].tolist(), g["neighbors"].tolist()))  # noqa: E731
+    assert pairs(gpu) == pairs(cpu)
+    assert gpu["triplets"].shape == cpu["triplets"].shape
+    frames[7].positions[1] = frames[7].positions[0] + [0.2, 0.0, 0.0]
+    with pytest.raises(StructureError, match=r"structure #7 .*atoms 0 \(\w+\) and 1 \(\w+\) are 0.200 Å apart"):
+        graph_tensors(frames, SN2_ELEMENTS, 12.0, DEVICE)
