@@ -67,6 +67,40 @@ def _kernel_profile(function, device: str) -> dict:
     }
 
 
+def profile_dtype(structures, elements, cutoff: float, dtype: torch.dtype, device: str, repeats: int) -> dict:
+    """Parts and whole evaluations of one dtype, timed and profiled."""
+    descriptor = EeACSF.from_paper(elements, cutoff=cutoff).to(device)
+    t = graph_tensors(structures, elements, cutoff, device, dtype)
+    counts = torch.bincount(t["structure"]).cpu()
+    coords, species = t["positions"], t["species"]
+    weights = torch.randn(coords.shape[0], len(descriptor), dtype=dtype, device=device)
+    positions = coords.clone().requires_grad_(True)
+
+    def forward():
+        return descriptor(positions, t["cells"], t)
+
+    def forward_backward():
+        return torch.autograd.grad((forward() * weights).sum(), positions)
+
+    parts = {
+        "graph from ASE Atoms (graph_tensors)": lambda: graph_tensors(structures, elements, cutoff, device, dtype),
+        "graph from device tensors (molecule_graph)": lambda: molecule_graph(coords, species, counts, cutoff),
+        "descriptor forward": forward,
+        "descriptor forward + backward": forward_backward,
+    }
+    whole = {
+        "eeACSF from tensors": eeacsf_case(structures, elements, cutoff, dtype, device, from_tensors=True)[0],
+        "eeACSF from ASE Atoms": eeacsf_case(structures, elements, cutoff, dtype, device)[0],
+        "TorchANI like_2x": ani_case(structures, elements, dtype, device=device)[0],
+    }
+    row = {"dtype": str(dtype).removeprefix("torch."), "parts_ms": {}, "whole": {}}
+    for name, function in parts.items():
+        row["parts_ms"][name] = _median_ms(function, device, repeats)
+    for name, function in whole.items():
+        row["whole"][name] = {"ms": _median_ms(function, device, repeats), **_kernel_profile(function, device)}
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -79,37 +113,8 @@ def main() -> None:
     structures, elements, cutoff = sn2_conformations(), SN2_ELEMENTS, 12.0
     rows = []
     for dtype in (torch.float64, torch.float32):
-        descriptor = EeACSF.from_paper(elements, cutoff=cutoff).to(device)
-        t = graph_tensors(structures, elements, cutoff, device, dtype)
-        counts = torch.bincount(t["structure"]).cpu()
-        coords, species = t["positions"], t["species"]
-        weights = torch.randn(coords.shape[0], len(descriptor), dtype=dtype, device=device)
-        positions = coords.clone().requires_grad_(True)
-
-        def forward():
-            return descriptor(positions, t["cells"], t)
-
-        def forward_backward():
-            return torch.autograd.grad((forward() * weights).sum(), positions)
-
-        parts = {
-            "graph from ASE Atoms (graph_tensors)": lambda: graph_tensors(structures, elements, cutoff, device, dtype),
-            "graph from device tensors (molecule_graph)": lambda: molecule_graph(coords, species, counts, cutoff),
-            "descriptor forward": lambda: forward(),
-            "descriptor forward + backward": forward_backward,
-        }
-        whole = {
-            "eeACSF from tensors": eeacsf_case(structures, elements, cutoff, dtype, device, from_tensors=True)[0],
-            "eeACSF from ASE Atoms": eeacsf_case(structures, elements, cutoff, dtype, device)[0],
-            "TorchANI like_2x": ani_case(structures, elements, dtype, device=device)[0],
-        }
-        row = {"dtype": str(dtype).removeprefix("torch."), "parts_ms": {}, "whole": {}}
-        for name, function in parts.items():
-            row["parts_ms"][name] = _median_ms(function, device, args.repeats)
-        for name, function in whole.items():
-            row["whole"][name] = {"ms": _median_ms(function, device, args.repeats), **_kernel_profile(function, device)}
-        rows.append(row)
-        print(json.dumps(row, indent=1), flush=True)
+        rows.append(profile_dtype(structures, elements, cutoff, dtype, device, args.repeats))
+        print(json.dumps(rows[-1], indent=1), flush=True)
     machine = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -118,7 +123,8 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "structures": "sn2 (899 conformations)", "rows": rows}, indent=1))
+    result = {"machine": machine, "structures": "sn2 (899 conformations)", "rows": rows}
+    args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
 
 
