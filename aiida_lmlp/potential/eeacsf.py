@@ -237,6 +237,13 @@ class EeACSF(AtomCenteredDescriptor):
         """``exp(−η r²) f_c(r)`` per pair and angular η, ``(P, E_ang)``."""
         return torch.exp(-self.angular_eta_t.to(r.dtype) * (r * r)[:, None]) * bump_cutoff(r, self.cutoff)[:, None]
 
+    def pair_features(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both pair factors from one ``exp(−η r²) f_c(r)`` over the radial and angular η together."""
+        n_radial = len(self.radial_eta)
+        eta = torch.cat([self.radial_eta_t, self.angular_eta_t]).to(r.dtype)
+        both = torch.exp(-eta * (r * r)[:, None]) * bump_cutoff(r, self.cutoff)[:, None]
+        return both[:, :n_radial], both[:, n_radial:]
+
     def _angle_base(self, cos: torch.Tensor) -> torch.Tensor:
         """``½ (1 + λ cos)``, never negative (:func:`.half_one_plus_lambda_cos`), ``(T, L, 1)``."""
         return half_one_plus_lambda_cos(cos, self.lambdas_t)[:, :, None]

@@ -41,10 +41,10 @@ def bump_cutoff(r: torch.Tensor, cutoff: float) -> torch.Tensor:
     All derivatives vanish at ``Rc``. The argument is clamped so that neither the value nor
     the gradient becomes NaN at or beyond the cutoff.
     """
-    x = 1.0 - (r / cutoff) ** 2
+    x = 1.0 - (r * r) * (1.0 / cutoff**2)
     inside = x > 0
-    safe_x = torch.where(inside, x, torch.ones_like(x))
-    return torch.where(inside, torch.exp(1.0 - 1.0 / safe_x), torch.zeros_like(x))
+    # scalars, not ones_like/zeros_like: each saves a kernel launch, which is what small GPU batches pay for
+    return torch.where(inside, torch.exp(1.0 - 1.0 / torch.where(inside, x, 1.0)), 0.0)
 
 
 def cosine_cutoff(r: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -60,7 +60,7 @@ def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     displacements, so 0 is the correct one-sided derivative (as in the authors' code).
     """
     positive = x > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
+    return torch.where(positive, torch.sqrt(torch.where(positive, x, 1.0)), 0.0)
 
 
 def half_one_plus_lambda_cos(cos: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
@@ -145,9 +145,11 @@ class AtomCenteredDescriptor(torch.nn.Module):
     def pair_vectors(positions: torch.Tensor, cells: torch.Tensor, graph: dict) -> torch.Tensor:
         """Vectors ``r_j + shift − r_i`` of all pairs, ``(P, 3)``, differentiable in positions and cells."""
         centers, neighbors = graph["centers"], graph["neighbors"]
-        cell_of_pair = cells[graph["structure"][centers]]  # (P, 3, 3)
+        cell_of_pair = cells.index_select(0, graph["structure"].index_select(0, centers))  # (P, 3, 3)
         offsets = torch.einsum("pk,pkl->pl", graph["shifts"], cell_of_pair)
-        return positions[neighbors] - positions[centers] + offsets
+        # index_select, not indexing: its gradient is an index_add, where that of indexing is an
+        # accumulating index_put, which sorts the indices on a GPU (a dozen kernels per gather)
+        return positions.index_select(0, neighbors) - positions.index_select(0, centers) + offsets
 
     def radial_sums(self, features: torch.Tensor, graph: dict, n_atoms: int) -> torch.Tensor:
         """Sum pair features ``(P, F)`` per centre and neighbour species: ``(A, S, F)``."""
@@ -178,6 +180,13 @@ class AtomCenteredDescriptor(torch.nn.Module):
     def angular_pair_features(self, r: torch.Tensor) -> torch.Tensor:
         """The per-pair factor of the angular functions (radial part with cutoff), ``(P,) → (P, E_ang)``."""
         raise NotImplementedError
+
+    def pair_features(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`radial_features` and :meth:`angular_pair_features` of the same pairs.
+
+        Descriptors whose two factors share a form override it to compute both at once.
+        """
+        return self.radial_features(r), self.angular_pair_features(r)
 
     def triplet_features(
         self, v_a: torch.Tensor, v_b: torch.Tensor, part_a: torch.Tensor, part_b: torch.Tensor
@@ -224,10 +233,15 @@ class AtomCenteredDescriptor(torch.nn.Module):
     def sums_from_vectors(self, vectors: torch.Tensor, graph: dict, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The sums of :meth:`sums` from the pair vectors ``(P, 3)``."""
         r = torch.linalg.vector_norm(vectors, dim=-1)  # (P,)
-        radial = self.radial_sums(self.radial_features(r), graph, n_atoms)
-        part = self.angular_pair_features(r)  # (P, E_ang)
+        radial_features, part = self.pair_features(r)  # (P, E), (P, E_ang)
+        radial = self.radial_sums(radial_features, graph, n_atoms)
         pair_a, pair_b = graph["triplets"][:, 0], graph["triplets"][:, 1]
-        features = self.triplet_features(vectors[pair_a], vectors[pair_b], part[pair_a], part[pair_b])
+        features = self.triplet_features(
+            vectors.index_select(0, pair_a),
+            vectors.index_select(0, pair_b),
+            part.index_select(0, pair_a),
+            part.index_select(0, pair_b),
+        )
         return radial, self.angular_sums(features, graph, n_atoms)
 
     def forward(self, positions: torch.Tensor, cells: torch.Tensor, graph: dict) -> torch.Tensor:
