@@ -42,10 +42,14 @@ from aiida_lmlp.potential import EeACSF  # noqa: E402
 from aiida_lmlp.potential.neighbors import graph_tensors, molecule_graph  # noqa: E402
 
 
-def eeacsf_case(structures, elements, cutoff, dtype, device="cpu", from_tensors=False):
+def eeacsf_case(structures, elements, cutoff, dtype, device="cpu", from_tensors=False, compiled=False):
+    """``(run, entries, atoms)``; ``compiled`` runs the descriptor through ``torch.compile`` (an experiment)."""
     descriptor = EeACSF.from_paper(elements, cutoff=cutoff).to(device)
     n_atoms = sum(len(a) for a in structures)
-    weights = torch.randn(n_atoms, len(descriptor), dtype=dtype, generator=torch.Generator().manual_seed(0)).to(device)
+    entries = len(descriptor)
+    weights = torch.randn(n_atoms, entries, dtype=dtype, generator=torch.Generator().manual_seed(0)).to(device)
+    if compiled:
+        descriptor = torch.compile(descriptor, dynamic=True)
     index = {e: k for k, e in enumerate(elements)}
     coords = torch.as_tensor(np.concatenate([a.positions for a in structures]), dtype=dtype, device=device)
     species = torch.as_tensor([index[s] for a in structures for s in a.get_chemical_symbols()], device=device)
@@ -63,7 +67,7 @@ def eeacsf_case(structures, elements, cutoff, dtype, device="cpu", from_tensors=
         (grad,) = torch.autograd.grad((values * weights).sum(), positions)
         return grad
 
-    return run, len(descriptor), n_atoms
+    return run, entries, n_atoms
 
 
 def ani_case(structures, elements, dtype, radial_cutoff=None, angular_cutoff=None, device="cpu"):

@@ -67,8 +67,10 @@ def _kernel_profile(function, device: str) -> dict:
     }
 
 
-def profile_dtype(structures, elements, cutoff: float, dtype: torch.dtype, device: str, repeats: int) -> dict:
-    """Parts and whole evaluations of one dtype, timed and profiled."""
+def profile_dtype(
+    structures, elements, cutoff: float, dtype: torch.dtype, device: str, repeats: int, compiled: bool = False
+) -> dict:
+    """Parts and whole evaluations of one dtype, timed and profiled (``compiled`` adds the torch.compile row)."""
     descriptor = EeACSF.from_paper(elements, cutoff=cutoff).to(device)
     t = graph_tensors(structures, elements, cutoff, device, dtype)
     counts = torch.bincount(t["structure"]).cpu()
@@ -98,7 +100,23 @@ def profile_dtype(structures, elements, cutoff: float, dtype: torch.dtype, devic
         row["parts_ms"][name] = _median_ms(function, device, repeats)
     for name, function in whole.items():
         row["whole"][name] = {"ms": _median_ms(function, device, repeats), **_kernel_profile(function, device)}
+    if compiled:
+        row["whole"]["eeACSF from tensors, torch.compile (experiment)"] = _compiled(
+            structures, elements, cutoff, dtype, device, repeats
+        )
     return row
+
+
+def _compiled(structures, elements, cutoff, dtype, device, repeats) -> dict:
+    """The "from tensors" case with the descriptor through ``torch.compile(dynamic=True)``, or the error."""
+    try:
+        run = eeacsf_case(structures, elements, cutoff, dtype, device, from_tensors=True, compiled=True)[0]
+        start = time.perf_counter()
+        run()
+        first = time.perf_counter() - start
+        return {"first_call_s": first, "ms": _median_ms(run, device, repeats), **_kernel_profile(run, device)}
+    except Exception as error:  # an experiment: record why it failed rather than stop the profile
+        return {"error": f"{type(error).__name__}: {str(error)[:500]}"}
 
 
 def main() -> None:
@@ -106,6 +124,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile experiment")
     args = parser.parse_args()
     device = args.device
     suffix = "" if device == "cpu" else f"_{device}"
@@ -113,7 +132,7 @@ def main() -> None:
     structures, elements, cutoff = sn2_conformations(), SN2_ELEMENTS, 12.0
     rows = []
     for dtype in (torch.float64, torch.float32):
-        rows.append(profile_dtype(structures, elements, cutoff, dtype, device, args.repeats))
+        rows.append(profile_dtype(structures, elements, cutoff, dtype, device, args.repeats, args.compile))
         print(json.dumps(rows[-1], indent=1), flush=True)
     machine = {
         "python": platform.python_version(),

@@ -28,7 +28,7 @@ step() {  # step NAME SECONDS COMMAND...: one part; a failure or a timeout does 
     tail -n 25 "$OUT/$name.log"
 }
 step cuda_tests 150 python3 -m pytest -q --noconftest -p no:cacheprovider tests/potential/test_cuda.py
-step profile 100 python3 benchmarks/gpu_profile.py --device cuda
+step profile 200 python3 benchmarks/gpu_profile.py --device cuda --compile
 step ensemble 120 python3 benchmarks/ensemble_and_scaling.py --device cuda
 step descriptor 120 python3 benchmarks/descriptor_throughput.py --device cuda
 # the training benchmark is unchanged by most engine work: LMLP_GPU_TRAINING=1 adds it
