@@ -1,21 +1,24 @@
-"""What the ``lmlp`` CalcJobs share: one serial process, captured output, datasets as extxyz."""
+"""What the ``lmlp`` CalcJobs share: one serial process, captured output, datasets as conformation archives."""
 
 from __future__ import annotations
 
 from aiida import engine
 from aiida.common import CalcInfo, CodeInfo
-from aiida.common.folders import Folder
-from ase.io import write
 
-from aiida_lmlp.data.dataset import LmlpDatasetData
+from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
 
-__all__ = ["LmlpCalcJob", "write_dataset"]
+__all__ = ["LmlpCalcJob", "dataset_copy"]
 
 
-def write_dataset(folder: Folder, name: str, dataset: LmlpDatasetData) -> None:
-    """Write ``dataset`` as extended XYZ (eV, Å, eV/Å) into the sandbox ``folder``."""
-    with folder.open(name, "w", encoding="utf-8") as handle:
-        write(handle, dataset.to_atoms(), format="extxyz")
+def dataset_copy(dataset: LmlpDatasetData, name: str) -> tuple[str, str, str]:
+    """A ``local_copy_list`` entry that copies ``dataset``'s archive from the repository to ``name``.
+
+    The daemon neither reads nor converts the conformations: the archive goes to the job as
+    stored (the job reads it with :func:`aiida_lmlp.potential.conformation_arrays.read_frames`).
+    A training job gets the whole data stream, which grows every iteration; converting it to
+    extended XYZ at each submission cost the daemon time in proportion.
+    """
+    return (dataset.uuid, ARCHIVE, name)
 
 
 class LmlpCalcJob(engine.CalcJob):

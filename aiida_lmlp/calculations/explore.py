@@ -10,7 +10,7 @@ from aiida.common.folders import Folder
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
 
-from .base import LmlpCalcJob, write_dataset
+from .base import LmlpCalcJob, dataset_copy
 
 __all__ = ["LmlpExploreCalculation"]
 
@@ -54,9 +54,10 @@ class LmlpExploreCalculation(LmlpCalcJob):
     """
 
     MODEL = "model.lmlp"
-    START = "start.extxyz"
+    START = "start.npz"
     PROTOCOL = "protocol.yaml"
     VISITED = "visited.extxyz"
+    VISITED_ARCHIVE = "visited.npz"
     SUMMARY = "summary.json"
 
     @classmethod
@@ -86,13 +87,12 @@ class LmlpExploreCalculation(LmlpCalcJob):
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
-        """Start structures as extxyz, the protocol as YAML, the model copied in from the repository."""
-        write_dataset(folder, self.START, self.inputs.structures)
+        """Start structures and the model copied in from the repository, the protocol as YAML."""
         protocol = self.inputs.protocol.get_dict() if "protocol" in self.inputs else {}
         with folder.open(self.PROTOCOL, "w", encoding="utf-8") as handle:
             yaml.safe_dump(protocol, handle, sort_keys=True)
         potential = self.inputs.potential
         arguments = ["explore", "--model", self.MODEL, "--structures", self.START, "--protocol", self.PROTOCOL]
-        arguments += ["--out", self.VISITED, "--summary", self.SUMMARY]
-        copies = [(potential.uuid, potential.filename, self.MODEL)]
-        return self.calcinfo(arguments, [self.SUMMARY], copies, retrieve_temporary=[self.VISITED])
+        arguments += ["--out", self.VISITED, "--archive", self.VISITED_ARCHIVE, "--summary", self.SUMMARY]
+        copies = [(potential.uuid, potential.filename, self.MODEL), dataset_copy(self.inputs.structures, self.START)]
+        return self.calcinfo(arguments, [self.SUMMARY], copies, retrieve_temporary=[self.VISITED, self.VISITED_ARCHIVE])

@@ -8,7 +8,7 @@ from aiida.common.folders import Folder
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
 
-from .base import LmlpCalcJob, write_dataset
+from .base import LmlpCalcJob, dataset_copy
 
 __all__ = ["LmlpGatherCalculation"]
 
@@ -50,7 +50,7 @@ class LmlpGatherCalculation(LmlpCalcJob):
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
-        """The blocks copied in from the repository, the data as extxyz."""
+        """The blocks and the data copied in from the repository."""
         arguments, copies = ["gather"], []
         for index, key in enumerate(sorted(self.inputs.blocks)):
             node = self.inputs.blocks[key]
@@ -58,8 +58,8 @@ class LmlpGatherCalculation(LmlpCalcJob):
             copies.append((node.uuid, node.filename, name))
             arguments.append(name)
         for index, key in enumerate(sorted(self.inputs.get("datasets", {}))):
-            name = f"data_{index}.extxyz"
-            write_dataset(folder, name, self.inputs.datasets[key])
+            name = f"data_{index}.npz"
+            copies.append(dataset_copy(self.inputs.datasets[key], name))
             arguments += ["--data", name]
         arguments += ["--out", self.MODEL]
         return self.calcinfo(arguments, [], copies, retrieve_temporary=[self.MODEL])

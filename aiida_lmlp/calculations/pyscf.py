@@ -10,7 +10,7 @@ from aiida.common.folders import Folder
 
 from aiida_lmlp.data.dataset import LmlpDatasetData
 
-from .base import LmlpCalcJob, write_dataset
+from .base import LmlpCalcJob, dataset_copy
 
 __all__ = ["PyscfCalculation"]
 
@@ -40,9 +40,10 @@ class PyscfCalculation(LmlpCalcJob):
     batch did not converge, failed or were cut off; those are listed in ``failed``.
     """
 
-    STRUCTURES = "structures.extxyz"
+    STRUCTURES = "structures.npz"
     PARAMETERS = "parameters.json"
     LABELLED = "labelled.extxyz"
+    LABELLED_ARCHIVE = "labelled.npz"
     STATUS = "status.jsonl"
 
     @classmethod
@@ -84,11 +85,13 @@ class PyscfCalculation(LmlpCalcJob):
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
-        """Structures as extxyz and the parameters as JSON."""
-        write_dataset(folder, self.STRUCTURES, self.inputs.structures)
+        """Structures as a conformation archive and the parameters as JSON."""
         parameters = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
         with folder.open(self.PARAMETERS, "w", encoding="utf-8") as handle:
             json.dump(parameters, handle, indent=1, sort_keys=True)
         arguments = ["label-pyscf", "--structures", self.STRUCTURES, "--parameters", self.PARAMETERS]
-        arguments += ["--out", self.LABELLED, "--status", self.STATUS]
-        return self.calcinfo(arguments, [self.STATUS], retrieve_temporary=[self.LABELLED])
+        arguments += ["--out", self.LABELLED, "--archive", self.LABELLED_ARCHIVE, "--status", self.STATUS]
+        copies = [dataset_copy(self.inputs.structures, self.STRUCTURES)]
+        return self.calcinfo(
+            arguments, [self.STATUS], copies, retrieve_temporary=[self.LABELLED, self.LABELLED_ARCHIVE]
+        )

@@ -10,7 +10,7 @@ from aiida.common.folders import Folder
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
 
-from .base import LmlpCalcJob, write_dataset
+from .base import LmlpCalcJob, dataset_copy
 
 __all__ = ["LmlpTrainCalculation"]
 
@@ -127,17 +127,16 @@ class LmlpTrainCalculation(LmlpCalcJob):
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
-        """Datasets as extxyz, the configuration as YAML, the parent model copied in from the repository."""
-        arguments = ["train"]
+        """Datasets and the parent model copied in from the repository, the configuration as YAML."""
+        arguments, copies = ["train"], []
         for index, key in enumerate(sorted(self.inputs.datasets)):
-            name = f"data_{index}.extxyz"
-            write_dataset(folder, name, self.inputs.datasets[key])
+            name = f"data_{index}.npz"
+            copies.append(dataset_copy(self.inputs.datasets[key], name))
             arguments += ["--data", name]
         parameters = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
         with folder.open(self.CONFIG, "w", encoding="utf-8") as handle:
             yaml.safe_dump(parameters, handle, sort_keys=True)
         arguments += ["--config", self.CONFIG, "--out", self.MODEL]
-        copies = []
         if "parent_potential" in self.inputs:
             parent = self.inputs.parent_potential
             copies.append((parent.uuid, parent.filename, self.PARENT))

@@ -29,12 +29,12 @@ def _read_protocol(path: Path):
 
 
 def _read_structures(path: Path):
-    from ase.io import read
+    from aiida_lmlp.potential.conformation_arrays import DatasetError, read_frames
 
     try:
-        structures = read(path, ":", format="extxyz" if path.suffix in (".extxyz", ".xyz") else None)
-    except Exception as error:  # ASE raises many types for unreadable files
-        raise click.ClickException(f"cannot read structures from {path}: {_one_line(error)}") from None
+        structures = read_frames(path)
+    except DatasetError as error:
+        raise click.ClickException(_one_line(error)) from None
     if not structures:
         raise click.ClickException(f"cannot read structures from {path}: it holds no structure")
     return structures
@@ -47,7 +47,7 @@ def _read_structures(path: Path):
     "structures_path",
     required=True,
     type=click.Path(path_type=Path),
-    help="extxyz file with the start structures (NEB: endpoint pairs initial, final, initial, final, ...).",
+    help="Start structures, extxyz or conformation archive (.npz) (NEB: endpoint pairs initial, final, ...).",
 )
 @click.option(
     "--protocol",
@@ -65,6 +65,11 @@ def _read_structures(path: Path):
     help="extxyz file receiving the visited conformations, frame by frame.",
 )
 @click.option(
+    "--archive",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the visited conformations as one conformation archive (.npz) when the run completes.",
+)
+@click.option(
     "--summary",
     "summary",
     default="summary.json",
@@ -72,7 +77,7 @@ def _read_structures(path: Path):
     type=click.Path(dir_okay=False, path_type=Path),
     help="JSON summary of the resolved protocol and of every trajectory.",
 )
-def explore(model_path, structures_path, protocol_path, out, summary):
+def explore(model_path, structures_path, protocol_path, out, archive, summary):
     """Explore from the start structures with an lMLP ensemble; trajectories stop once the model is unsure.
 
     Writes every recorded conformation with lmlp_energy, lmlp_forces and their uncertainties
@@ -101,7 +106,14 @@ def explore(model_path, structures_path, protocol_path, out, summary):
             click.echo(f"trajectory {trajectory.start_index}: {trajectory.error}", err=True)
 
     result = run_exploration(
-        model, structures, protocol, out=out, summary=summary, keep_frames=False, on_trajectory=report
+        model,
+        structures,
+        protocol,
+        out=out,
+        summary=summary,
+        keep_frames=False,
+        on_trajectory=report,
+        archive=archive,
     )
     frames = sum(t.frames for t in result.trajectories)
     stopped = sum(t.stopped_early for t in result.trajectories)

@@ -38,21 +38,25 @@ def _echo_progress(record: dict) -> None:
     help="extxyz of the converged structures with energy (eV) and forces (eV/Å).",
 )
 @click.option(
+    "--archive",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the converged structures as a conformation archive (.npz) when the batch finishes.",
+)
+@click.option(
     "--status",
     default="status.jsonl",
     show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="JSON lines: start, one line per structure, finished (or terminated).",
 )
-def label_pyscf(structures, parameters_path, out, status):
-    """PySCF energies and analytic forces of every structure in an extxyz file.
+def label_pyscf(structures, parameters_path, out, archive, status):
+    """PySCF energies and analytic forces of every structure in an extxyz file or conformation archive (.npz).
 
     Exit status 0 when every structure was attempted (some may not have converged), 143/130
     when stopped by SIGTERM/SIGINT, 1 or 2 for bad parameters or input.
     """
-    from ase.io import read
-
     from aiida_lmlp.labelling.pyscf_single_points import ParameterError, PyscfParameters, run_interruptible
+    from aiida_lmlp.potential.conformation_arrays import DatasetError, read_frames
 
     data = {}
     if parameters_path is not None:
@@ -67,11 +71,11 @@ def label_pyscf(structures, parameters_path, out, status):
     except ParameterError as error:
         raise click.ClickException(str(error)) from None
     try:
-        frames = read(structures, ":", format="extxyz")
-    except Exception as error:  # ASE raises many types for unreadable files
-        raise click.ClickException(f"cannot read structures from {structures}: {error}") from None
+        frames = read_frames(structures)
+    except DatasetError as error:
+        raise click.ClickException(str(error)) from None
     click.echo(f"{len(frames)} structures, {parameters.method_label()}")
-    summary = run_interruptible(frames, parameters, out, status, progress=_echo_progress)
+    summary = run_interruptible(frames, parameters, out, status, progress=_echo_progress, archive=archive)
     click.echo(
         f"{summary.converged} converged, {summary.not_converged} not converged, {summary.errors} errors; "
         f"wrote {out} and {status}"

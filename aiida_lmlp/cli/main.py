@@ -18,12 +18,12 @@ def main():
 
 
 def _read_structures(path: Path):
-    from ase.io import read
+    from aiida_lmlp.potential.conformation_arrays import DatasetError, read_frames
 
     try:
-        return read(path, ":")
-    except Exception as error:  # ASE raises many types for unreadable files
-        raise click.ClickException(f"cannot read structures from {path}: {error}") from None
+        return read_frames(path)
+    except DatasetError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command("init")
@@ -32,7 +32,7 @@ def _read_structures(path: Path):
     "data",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     multiple=True,
-    help="extxyz file(s): elements and the descriptor standardisation are taken from them.",
+    help="extxyz file(s) or conformation archives (.npz): elements and the standardisation are taken from them.",
 )
 @click.option("--elements", default=None, help="Comma-separated elements (default: those in --data).")
 @click.option(
@@ -163,7 +163,7 @@ def predict(model, structures, out):
     "data",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     multiple=True,
-    help="extxyz file(s) with energies (eV) and forces (eV/Å); repeat for several.",
+    help="extxyz file(s) or conformation archives (.npz) with energies (eV) and forces (eV/Å); repeat for several.",
 )
 @click.option(
     "--config",
@@ -259,7 +259,7 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
     "data",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     multiple=True,
-    help="The training data (extxyz): the ensemble's test RMSEs are re-evaluated on the members' test sets.",
+    help="The training data (extxyz or .npz): the ensemble's test RMSEs are re-evaluated on the members' test sets.",
 )
 def gather(blocks, out, data):
     """Join member blocks trained in several jobs into one ensemble, training state included."""

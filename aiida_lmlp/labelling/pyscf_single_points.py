@@ -361,14 +361,21 @@ class BatchRecorder:
     """Writes ``status.jsonl`` and ``labelled.extxyz`` of a batch, flushed entry by entry; thread-safe.
 
     Both files are truncated when the recorder opens. After the closing event (``finished`` or
-    ``terminated``) nothing more is written.
+    ``terminated``) nothing more is written. With ``archive``, the converged structures are
+    also written as one conformation archive (``.npz``) just before the ``finished`` event: what
+    the AiiDA parser reads without ``ase.io``; the extxyz, written as the batch goes, is what a
+    terminated batch leaves.
     """
 
-    def __init__(self, out: str | Path, status: str | Path):
+    def __init__(self, out: str | Path, status: str | Path, archive: str | Path | None = None):
         self._lock = threading.Lock()
         self._closed = False
         self._status: TextIO = open(status, "w", encoding="utf-8")
         self._out: TextIO = open(out, "w", encoding="utf-8")
+        self._archive = Path(archive) if archive is not None else None
+        if self._archive is not None:
+            self._archive.unlink(missing_ok=True)  # never a stale archive beside a new batch
+        self._labelled: list[Atoms] = []
         self.summary = BatchSummary()
 
     def __enter__(self) -> BatchRecorder:
@@ -413,6 +420,8 @@ class BatchRecorder:
             if text is not None:
                 self._out.write(text)  # one write: a killed process leaves whole frames only
                 self._out.flush()
+                if self._archive is not None:
+                    self._labelled.append(frame)
             self._line(record)
             self.summary.records.append(record)
             key = "errors" if record["status"] == "error" else record["status"]
@@ -423,6 +432,7 @@ class BatchRecorder:
         with self._lock:
             if not self._closed:
                 s = self.summary
+                self._write_archive()
                 self._line(
                     {
                         "event": "finished",
@@ -433,6 +443,16 @@ class BatchRecorder:
                 )
                 self._closed = True
         return self.summary
+
+    def _write_archive(self) -> None:
+        if self._archive is None:
+            return
+        from aiida_lmlp.potential.conformation_arrays import write_frames
+
+        try:
+            write_frames(self._archive, self._labelled)
+        except (OSError, ValueError) as error:  # the extxyz stays the record; its reader reports the problem
+            print(f"lmlp label-pyscf: no archive {self._archive}: {error}", file=sys.stderr)
 
     def terminate(self, signum: int, timeout: float = 10.0) -> bool:
         """Write the ``terminated`` event (unless the batch already closed); True if it was written.
@@ -530,9 +550,10 @@ def label_batch(
     out: str | Path,
     status: str | Path,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    archive: str | Path | None = None,
 ) -> BatchSummary:
-    """Label ``structures`` in this thread, writing ``out`` (extxyz) and ``status`` (JSON lines)."""
-    with BatchRecorder(out, status) as recorder:
+    """Label ``structures`` in this thread, writing ``out`` (extxyz), ``status`` (JSON lines) and ``archive``."""
+    with BatchRecorder(out, status, archive) as recorder:
         return label_structures(structures, parameters, recorder, progress)
 
 
@@ -542,6 +563,7 @@ def run_interruptible(
     out: str | Path,
     status: str | Path,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    archive: str | Path | None = None,
 ) -> BatchSummary:
     """``label_batch`` for a process of its own: SIGTERM/SIGINT record ``terminated`` and exit 128+signal.
 
@@ -552,9 +574,9 @@ def run_interruptible(
     ``label_batch`` unprotected. An exception in the batch is re-raised here.
     """
     if threading.current_thread() is not threading.main_thread():
-        return label_batch(structures, parameters, out, status, progress)
+        return label_batch(structures, parameters, out, status, progress, archive)
     structures = list(structures)
-    recorder = BatchRecorder(out, status)
+    recorder = BatchRecorder(out, status, archive)
     outcome: dict[str, Any] = {}
 
     def work():

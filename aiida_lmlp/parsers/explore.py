@@ -8,7 +8,7 @@ from aiida import orm
 
 from aiida_lmlp.calculations.explore import LmlpExploreCalculation as Calc
 from aiida_lmlp.data.dataset import LmlpDatasetData
-from aiida_lmlp.potential.exploration import read_visited
+from aiida_lmlp.potential.conformation_arrays import read_archive
 
 from .base import LmlpParser
 
@@ -19,21 +19,27 @@ class LmlpExploreParser(LmlpParser):
     """Outputs ``visited`` and ``summary``; exit codes of :class:`LmlpExploreCalculation`."""
 
     def parse_files(self):
-        """Read visited.extxyz and summary.json of ``lmlp explore``."""
+        """Read visited.npz (visited.extxyz after a run cut short) and summary.json of ``lmlp explore``."""
         message = self.error_message(Calc.STDERR)
         if message and not self.has_file(Calc.SUMMARY):
             return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
         visited = None
-        if self.has_file(Calc.VISITED) and self.read_text(Calc.VISITED).strip():
-            potential = self.node.inputs.potential
+        label_method = f"lmlp prediction ({self.node.inputs.potential.content_sha256[:12]})"
+        if self.has_file(Calc.VISITED_ARCHIVE):
+            with self.tempdir() as folder:
+                conformations = read_archive(self.path_of(Calc.VISITED_ARCHIVE, folder), source=Calc.VISITED_ARCHIVE)
+            if conformations.count:
+                visited = LmlpDatasetData(conformations, label_method=label_method)
+        elif self.has_file(Calc.VISITED) and self.read_text(Calc.VISITED).strip():
+            from aiida_lmlp.potential.exploration import read_visited  # ase.io: only for a run cut short
+
             with self.tempdir() as folder:
                 # read_visited keeps every complete frame of a file cut off by a killed run
                 frames = read_visited(self.path_of(Calc.VISITED, folder))
             if frames:
-                visited = LmlpDatasetData.from_atoms(
-                    frames, label_method=f"lmlp prediction ({potential.content_sha256[:12]})", source="visited.extxyz"
-                )
-                self.out("visited", visited)
+                visited = LmlpDatasetData.from_atoms(frames, label_method=label_method, source=Calc.VISITED)
+        if visited is not None:
+            self.out("visited", visited)
         summary = json.loads(self.read_text(Calc.SUMMARY)) if self.has_file(Calc.SUMMARY) else None
         if summary is None or not summary.get("complete", True):
             if summary is not None:

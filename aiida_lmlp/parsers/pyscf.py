@@ -8,10 +8,17 @@ from aiida import orm
 
 from aiida_lmlp.calculations.pyscf import PyscfCalculation as Calc
 from aiida_lmlp.data.dataset import LmlpDatasetData
+from aiida_lmlp.potential.conformation_arrays import ConformationArrays, read_archive
 
 from .base import LmlpParser
 
 __all__ = ["LmlpPyscfParser", "read_status"]
+
+
+def _method_of(conformations: ConformationArrays) -> str:
+    """The label method of every conformation (their ``method`` info), as ``LmlpDatasetData.from_extxyz`` names it."""
+    methods = conformations.arrays.get("info.method")
+    return "; ".join(sorted({str(m) for m in methods})) if methods is not None else ""
 
 
 def read_status(text: str) -> tuple[dict | None, list[dict], dict | None]:
@@ -36,7 +43,7 @@ class LmlpPyscfParser(LmlpParser):
     """Outputs ``labelled``, ``failed`` and ``output_parameters``; exit codes of :class:`PyscfCalculation`."""
 
     def parse_files(self):
-        """Read status.jsonl and labelled.extxyz of ``lmlp label-pyscf``."""
+        """Read status.jsonl and labelled.npz (labelled.extxyz after a batch cut short) of ``lmlp label-pyscf``."""
         message = self.error_message(Calc.STDERR)
         start, records, final = read_status(self.read_text(Calc.STATUS))
         if start is None:
@@ -46,10 +53,17 @@ class LmlpPyscfParser(LmlpParser):
         structures = self.node.inputs.structures
         ids = structures.ids
         labelled = None
-        if self.has_file(Calc.LABELLED) and self.read_text(Calc.LABELLED).strip():
+        source = f"lmlp.pyscf<{self.node.pk}> output"
+        if self.has_file(Calc.LABELLED_ARCHIVE):
             with self.tempdir() as folder:
-                path = self.path_of(Calc.LABELLED, folder)
-                labelled = LmlpDatasetData.from_extxyz(path, source=f"lmlp.pyscf<{self.node.pk}> output")
+                conformations = read_archive(self.path_of(Calc.LABELLED_ARCHIVE, folder), source=source)
+            if conformations.count:
+                labelled = LmlpDatasetData(conformations, label_method=_method_of(conformations))
+        elif self.has_file(Calc.LABELLED) and self.read_text(Calc.LABELLED).strip():
+            # a batch cut short leaves only the extxyz written as it went (read with ase.io)
+            with self.tempdir() as folder:
+                labelled = LmlpDatasetData.from_extxyz(self.path_of(Calc.LABELLED, folder), source=source)
+        if labelled is not None:
             self.out("labelled", labelled)
         attempted = {r["index"] for r in records}
         failed = [

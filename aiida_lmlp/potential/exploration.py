@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ase import Atoms, units
 
+from .conformation_arrays import FINGERPRINT_KEY, write_frames
+
 if TYPE_CHECKING:  # torch is imported only when exploring, so the protocol and the reader work without it
     from .calculator import LmlpCalculator
     from .ensemble import Ensemble
@@ -48,8 +50,6 @@ __all__ = [
 #: The kinds of exploration a protocol can ask for.
 KINDS = ("md", "relax", "neb", "evaluate")
 OPTIMIZERS = ("bfgs", "fire")
-#: Info key of the (F,) descriptor fingerprint on every recorded frame (see :func:`descriptor_fingerprints`).
-FINGERPRINT_KEY = "lmlp_fingerprint"
 
 # key -> {kind: default} for every kind the key applies to
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -605,6 +605,7 @@ def explore(
     summary: str | os.PathLike | None = None,
     keep_frames: bool = True,
     on_trajectory: Callable[[TrajectoryReport], None] | None = None,
+    archive: str | os.PathLike | None = None,
 ) -> ExplorationResult:
     """Explore from every structure (every endpoint pair for NEB) with the ensemble ``model``.
 
@@ -612,7 +613,9 @@ def explore(
     flush per frame, the file is truncated first). ``summary``: rewrite this JSON file
     atomically after every trajectory (``complete`` false until the end). ``keep_frames=False``
     leaves :attr:`ExplorationResult.frames` empty. ``on_trajectory`` is called with each
-    finished :class:`TrajectoryReport`. Every recorded frame carries its
+    finished :class:`TrajectoryReport`. ``archive``: once every trajectory has ended, write all
+    recorded frames as one conformation archive (``.npz``), before the summary says
+    ``complete``; a run cut short leaves only ``out``. Every recorded frame carries its
     :func:`descriptor_fingerprints` row under the info key :data:`FINGERPRINT_KEY`.
 
     Raises :class:`ProtocolError` for an invalid protocol and :class:`ValueError` for an odd
@@ -642,7 +645,10 @@ def explore(
             "relax": lambda i, a: _setup_relax(a, model, protocol),
         }[protocol.kind]
         starts = [(i, atoms, setups(i, atoms)) for i, atoms in enumerate(structures)]
-    sink = _FrameSink(out, protocol.max_frames, keep_frames, lambda frames: descriptor_fingerprints(model, frames))
+    if archive is not None:
+        Path(archive).unlink(missing_ok=True)  # never a stale archive beside a new run
+    keep = keep_frames or archive is not None
+    sink = _FrameSink(out, protocol.max_frames, keep, lambda frames: descriptor_fingerprints(model, frames))
     try:
         for index, start, setup in starts:
             report = TrajectoryReport(start_index=index)
@@ -657,7 +663,9 @@ def explore(
                 on_trajectory(report)
     finally:
         sink.close()
-    result.frames = sink.frames
+    if archive is not None:
+        write_frames(archive, sink.frames)
+    result.frames = sink.frames if keep_frames else []
     result.complete = True
     if summary is not None:
         result.write_summary(summary)

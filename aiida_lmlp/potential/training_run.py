@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase.io import read
 
+from .conformation_arrays import DatasetError, read_frames
 from .eeacsf import EeACSF
 from .ensemble import Ensemble
 from .member_blocks import split_trained
@@ -58,7 +58,7 @@ def run_training(
     parent: Path | None = None,
     member_block: tuple[int, int] | None = None,
 ) -> dict:
-    """Train on the extxyz files ``data``; returns the last metrics.
+    """Train on the conformations of ``data`` (conformation archives or extxyz files); returns the last metrics.
 
     ``member_block = (start, stop)`` continues only members ``start:stop`` of ``parent``
     (one job of an ensemble spread over several; :func:`.trainer.gather_trained` joins them).
@@ -66,9 +66,9 @@ def run_training(
     structures = []
     for path in data:
         try:
-            structures.extend(read(path, ":"))
-        except Exception as error:  # ASE raises many types for unreadable files
-            raise ValueError(f"cannot read {path}: {error}") from None
+            structures.extend(read_frames(path))
+        except DatasetError as error:
+            raise ValueError(str(error)) from None
     device = resolve_device(config["device"])
     dtype = getattr(torch, config["dtype"])
     if parent is not None:

@@ -18,8 +18,8 @@ from aiida.plugins import ParserFactory
 TEMPORARY = {
     "lmlp.train": {"model.lmlp"},
     "lmlp.gather": {"model.lmlp"},
-    "lmlp.explore": {"visited.extxyz"},
-    "lmlp.pyscf": {"labelled.extxyz"},
+    "lmlp.explore": {"visited.extxyz", "visited.npz"},
+    "lmlp.pyscf": {"labelled.extxyz", "labelled.npz"},
 }
 _temporary_folders: dict[int, Path] = {}
 

@@ -7,6 +7,8 @@ The recorded folders were made by real runs of the executables:
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +134,7 @@ def _explore_node(localhost, case: str):
         ("complete", None, 2, None),
         ("all_failed", "ERROR_ALL_TRAJECTORIES_FAILED", 0, "Zn not in the model"),
         ("refused", "ERROR_INVALID_INPUT", 0, "protocol key 'temprature': unknown key"),
-        ("cut_off", "ERROR_CRASHED", 11, "11 visited conformations were kept"),
+        ("cut_off", "ERROR_CRASHED", 12, "12 visited conformations were kept"),
     ],
 )
 def test_explore_outputs(localhost, case, exit_code, visited, message):
@@ -149,3 +151,42 @@ def test_explore_outputs(localhost, case, exit_code, visited, message):
         node = results["visited"]
         assert node.base.attributes.get("labelled_count") == 0 and node.base.attributes.get("has_predictions")
         assert node.get_array("fingerprint").shape == (visited, 153)
+
+
+def test_the_daemon_reads_finished_job_outputs_without_ase_io():
+    """The work chains, CalcJobs, parsers and data types, and the archives of finished jobs, load without ase.io.
+
+    ``ase.io`` pulls in ASE's constraints, space groups and SciPy: 0.3–0.45 s of the daemon
+    worker's first work-chain step, when the CalcJobs wrote their inputs as extxyz. Their inputs
+    are now the datasets' archives, copied as stored, and finished jobs leave an archive too.
+    """
+    code = (
+        "import sys; import aiida_lmlp.workflows.lifelong, aiida_lmlp.parsers.explore, aiida_lmlp.parsers.pyscf; "
+        "from aiida_lmlp.potential.conformation_arrays import read_archive; "
+        f"a = read_archive({str(DATA / 'explore_outputs' / 'complete' / 'visited.npz')!r}); "
+        f"b = read_archive({str(DATA / 'pyscf_outputs' / 'all_converged' / 'labelled.npz')!r}); "
+        "print(a.count, b.count, 'ase.io' in sys.modules, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["2", "2", "False", "False"]
+
+
+@pytest.mark.parametrize(
+    ("folder", "archive", "stream"),
+    [
+        ("explore_outputs/complete", "visited.npz", "visited.extxyz"),
+        ("pyscf_outputs/all_converged", "labelled.npz", "labelled.extxyz"),
+    ],
+)
+def test_a_finished_jobs_archive_holds_what_its_extxyz_holds(folder, archive, stream):
+    from aiida_lmlp.potential.conformation_arrays import ConformationArrays, read_archive
+    from aiida_lmlp.potential.exploration import read_visited
+
+    packed = read_archive(DATA / folder / archive).arrays
+    streamed = ConformationArrays.from_atoms(read_visited(DATA / folder / stream)).arrays
+    assert sorted(packed) == sorted(streamed)
+    for key, value in packed.items():
+        if value.dtype.kind == "f":  # extxyz keeps 8 significant decimals
+            np.testing.assert_allclose(value, streamed[key], rtol=1e-7, atol=1e-7, err_msg=key)
+        elif key != "ids":  # ids hash the exact positions, which the extxyz rounded
+            np.testing.assert_array_equal(value, streamed[key], err_msg=key)

@@ -12,6 +12,7 @@ from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_lmlp.calculations import LmlpTrainCalculation
+from aiida_lmlp.data.dataset import ARCHIVE
 
 # what docs/aiida.md recommends for a GPU training job on a SLURM cluster
 GPU_OPTIONS = {
@@ -54,8 +55,7 @@ def test_gpu_job_script_requests_a_gpu_and_trains_on_it(sn2_dataset, tmp_path, m
     assert "#SBATCH --cpus-per-task=8" in script
     assert "module load cuda" in script
     # every argument quoted by aiida-core: no shell string is built from user input
-    assert (
-        "'/opt/lmlp/bin/lmlp' 'train' '--data' 'data_0.extxyz' '--config' 'config.yaml' '--out' 'model.lmlp'" in script
-    )
+    assert "'/opt/lmlp/bin/lmlp' 'train' '--data' 'data_0.npz' '--config' 'config.yaml' '--out' 'model.lmlp'" in script
     assert "device: cuda" in (folder / "config.yaml").read_text()
-    assert (folder / "data_0.extxyz").read_text().startswith(str(len(sn2_dataset.to_atoms()[0])))
+    # the dataset's archive, copied from the repository as stored (the daemon converts nothing)
+    assert (folder / "data_0.npz").read_bytes() == sn2_dataset.base.repository.get_object_content(ARCHIVE, mode="rb")

@@ -2,8 +2,9 @@
 
 Run from the repository root: ``python tests/data/explore_outputs/record.py``. A tiny model
 (C, H, Cl; 2 members; one hidden layer of 4; float32) is written to ``model.lmlp``; each case
-folder holds what the CalcJob retrieves (``visited.extxyz``, ``summary.json``, ``lmlp.out``,
-``lmlp.err``) and ``inputs.json`` (which pool_a frames were the start structures, the protocol).
+folder holds what the CalcJob retrieves (``visited.extxyz``, ``visited.npz`` from a completed
+run, ``summary.json``, ``lmlp.out``, ``lmlp.err``) and ``inputs.json`` (which pool_a frames were
+the start structures, the protocol).
 
 Cases: ``complete`` (2 structures evaluated); ``all_failed`` (the only start structure holds an
 element the model lacks); ``refused`` (an unknown protocol key); ``cut_off`` (MD of 2 structures,
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import yaml
 from ase import Atoms
-from ase.io import read, write
+from ase.io import read
+
+from aiida_lmlp.potential.conformation_arrays import write_frames
 
 HERE = Path(__file__).resolve().parent
 SN2 = HERE.parents[2].parent / "shared" / "data" / "sn2"
@@ -38,11 +41,12 @@ def run(case: str, structures, protocol: dict, kill_after_summary: bool = False,
     folder = HERE / case
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
-    write(folder / "start.extxyz", structures, format="extxyz")
+    write_frames(folder / "start.npz", structures)  # as the CalcJob copies a dataset's archive
     (folder / "protocol.yaml").write_text(yaml.safe_dump(protocol))
     shutil.copy(HERE / "model.lmlp", folder / "model.lmlp")
-    command = [str(LMLP), "explore", "--model", "model.lmlp", "--structures", "start.extxyz"]
-    command += ["--protocol", "protocol.yaml", "--out", "visited.extxyz", "--summary", "summary.json"]
+    command = [str(LMLP), "explore", "--model", "model.lmlp", "--structures", "start.npz"]
+    command += ["--protocol", "protocol.yaml", "--out", "visited.extxyz", "--archive", "visited.npz"]
+    command += ["--summary", "summary.json"]
     with open(folder / "lmlp.out", "w") as out, open(folder / "lmlp.err", "w") as err:
         process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=err)
         if kill_after_summary:
@@ -50,7 +54,7 @@ def run(case: str, structures, protocol: dict, kill_after_summary: bool = False,
                 time.sleep(0.02)
             process.send_signal(signal.SIGKILL)
         process.wait()
-    for name in ("start.extxyz", "protocol.yaml", "model.lmlp"):
+    for name in ("start.npz", "protocol.yaml", "model.lmlp"):
         (folder / name).unlink()
     (folder / "inputs.json").write_text(json.dumps({"pool_frames": list(indices), "protocol": protocol}, indent=1))
 

@@ -6,10 +6,11 @@ Regenerate (from the repository root, about half a minute)::
 
 Every case runs the real command in a scratch folder, exactly as the CalcJob does::
 
-    lmlp label-pyscf --structures structures.extxyz --parameters parameters.json \\
-        --out labelled.extxyz --status status.jsonl
+    lmlp label-pyscf --structures structures.npz --parameters parameters.json \\
+        --out labelled.extxyz --archive labelled.npz --status status.jsonl
 
-and keeps what the run left: ``status.jsonl``, ``labelled.extxyz`` (where written), and the captured
+and keeps what the run left: ``status.jsonl``, ``labelled.extxyz`` and ``labelled.npz`` (where
+written: the archive only by a batch that finished), and the captured
 output as ``lmlp.out`` / ``lmlp.err``. ``cases.json`` records per case the
 input frames (of ``shared/data/sn2/pool_a.extxyz``), the parameters and the exit status. All at
 HF/sto-3g on 6–7-atom SN2 conformations, so the files stay small.
@@ -18,7 +19,7 @@ HF/sto-3g on 6–7-atom SN2 conformations, so the files stay small.
 case                  what happens                                                                 exit
 ===================== =========================================================================== ======
 all_converged         2 structures, both converge                                                 0
-partly_not_converged  2 structures, max_cycle 8: the first converges in 7 cycles, the second not   0
+partly_not_converged  2 structures, max_cycle 8, no second-order step: the second does not converge 0
 structure_error       2 structures, the second neutral with 35 electrons as a singlet: "error"     0
 terminated            3 structures, SIGTERM once the first is done: a "terminated" line            143
 crash                 3 structures, SIGKILL once the first is done: no closing line                -9
@@ -37,7 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ase.io import read, write
+from ase.io import read
+
+from aiida_lmlp.potential.conformation_arrays import write_frames
 
 HERE = Path(__file__).resolve().parent
 POOL = HERE.parents[3] / "shared" / "data" / "sn2" / "pool_a.extxyz"
@@ -45,20 +48,22 @@ FAST = {"xc": "HF", "basis": "sto-3g", "threads": 1}
 COMMAND = [
     "label-pyscf",
     "--structures",
-    "structures.extxyz",
+    "structures.npz",
     "--parameters",
     "parameters.json",
     "--out",
     "labelled.extxyz",
+    "--archive",
+    "labelled.npz",
     "--status",
     "status.jsonl",
 ]
-KEPT = ("status.jsonl", "labelled.extxyz", "lmlp.out", "lmlp.err")
+KEPT = ("status.jsonl", "labelled.extxyz", "labelled.npz", "lmlp.out", "lmlp.err")
 
 # case: (frames of pool_a, charge overrides per position, parameters, signal sent after the first structure)
 CASES = {
     "all_converged": ([7, 3], {}, FAST, None),
-    "partly_not_converged": ([7, 9], {}, {**FAST, "max_cycle": 8}, None),
+    "partly_not_converged": ([7, 9], {}, {**FAST, "max_cycle": 8, "second_order": False}, None),
     "structure_error": ([7, 7], {1: 0}, FAST, None),
     "terminated": ([7, 3, 0], {}, FAST, signal.SIGTERM),
     "crash": ([7, 3, 0], {}, FAST, signal.SIGKILL),
@@ -79,7 +84,7 @@ def run_case(frames, charges, parameters, signum, scratch: Path) -> int:
     structures = [read(POOL, index) for index in frames]
     for position, charge in charges.items():
         structures[position].info["charge"] = charge
-    write(scratch / "structures.extxyz", structures, format="extxyz")
+    write_frames(scratch / "structures.npz", structures)  # as the CalcJob copies a dataset's archive
     (scratch / "parameters.json").write_text(json.dumps(parameters, indent=1) + "\n")
     with open(scratch / "lmlp.out", "w") as stdout, open(scratch / "lmlp.err", "w") as stderr:
         process = subprocess.Popen(

@@ -29,16 +29,32 @@ Units are eV, Å and eV/Å throughout.
 from __future__ import annotations
 
 import io
+import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from aiida_lmlp.potential.labels import conformation_id, reference_label
+from .labels import conformation_id, reference_label
 
-__all__ = ["FINGERPRINT_KEY", "PER_ATOM_ARRAYS", "PREDICTION_KEYS", "ConformationArrays", "DatasetError"]
+__all__ = [
+    "ARCHIVE_SUFFIX",
+    "FINGERPRINT_KEY",
+    "PER_ATOM_ARRAYS",
+    "PREDICTION_KEYS",
+    "ConformationArrays",
+    "DatasetError",
+    "read_archive",
+    "read_frames",
+    "write_frames",
+]
+
+#: File suffix of a conformation archive; any other file is read and written as extended XYZ.
+ARCHIVE_SUFFIX = ".npz"
 
 # extxyz keys written by ``lmlp explore`` and the arrays they become
 PREDICTION_KEYS = {
@@ -51,7 +67,17 @@ _PER_ATOM_PREDICTIONS = {"predicted_forces", "forces_uncertainty"}
 PER_ATOM_ARRAYS = {"numbers", "positions", "forces", *_PER_ATOM_PREDICTIONS}
 # info keys with a meaning of their own, not copied as ``info.<key>``
 FINGERPRINT_KEY = "lmlp_fingerprint"  # info key of the (F,) descriptor fingerprint written by ``lmlp explore``
-_RESERVED_INFO = {"energy", "free_energy", "stress", "charge", "multiplicity", FINGERPRINT_KEY, *PREDICTION_KEYS}
+# conformation_id: to_atoms writes it, the ids array holds it (recomputed from the content on packing)
+_RESERVED_INFO = {
+    "energy",
+    "free_energy",
+    "stress",
+    "charge",
+    "multiplicity",
+    "conformation_id",
+    FINGERPRINT_KEY,
+    *PREDICTION_KEYS,
+}
 
 
 class DatasetError(ValueError):
@@ -198,7 +224,7 @@ class ConformationArrays:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # a truncated file: BadZipFile
             raise DatasetError(f"{source}: unreadable conformation archive: {error}") from None
         missing = {"counts", "numbers", "positions", "cells", "pbc", "energy", "forces", "ids"} - set(arrays)
         if missing:
@@ -276,3 +302,69 @@ class ConformationArrays:
                 atoms.calc = SinglePointCalculator(atoms, **results)
             frames.append(atoms)
         return frames
+
+
+def read_archive(path: str | os.PathLike, *, source: str | None = None) -> ConformationArrays:
+    """A conformation archive written by another process, checked as :meth:`ConformationArrays.from_atoms` checks.
+
+    The conformations are unpacked and packed again, so labels are refused where NaN or
+    infinite and every id is recomputed from the content rather than taken from the file.
+    Never unpickles; uses no ``ase.io`` (the AiiDA daemon reads job outputs with it).
+    """
+    path = Path(path)
+    source = source or path.name
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"{source}: cannot read the conformation archive: {error}") from None
+    conformations = ConformationArrays.from_bytes(data, source=source)
+    _refuse_infinite_labels(conformations, source)  # to_atoms would read an infinite label as no label
+    return ConformationArrays.from_atoms(conformations.to_atoms(), source=source)
+
+
+def _refuse_infinite_labels(conformations: ConformationArrays, source: str) -> None:
+    a = conformations.arrays
+    starts = np.cumsum(a["counts"]) - a["counts"]
+    bad = np.isinf(a["energy"])
+    atom_bad = np.isinf(a["forces"]).any(axis=1).astype(np.int64)
+    if atom_bad.size:
+        bad |= np.add.reduceat(atom_bad, starts) > 0
+    if "stress" in a:
+        bad |= np.isinf(a["stress"]).reshape(len(bad), -1).any(axis=1)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise DatasetError(f"{source}: conformation {index} has an infinite energy, force or stress")
+
+
+def read_frames(path: str | os.PathLike) -> list[Atoms]:
+    """The conformations of ``path`` as ASE Atoms: a conformation archive (``.npz``) or any file ASE reads.
+
+    ``.extxyz`` and ``.xyz`` are read as extended XYZ; other suffixes as ASE guesses. Raises
+    :class:`DatasetError` naming the file for an unreadable one.
+    """
+    path = Path(path)
+    if path.suffix == ARCHIVE_SUFFIX:
+        return read_archive(path).to_atoms()
+    from ase.io import read
+
+    try:
+        return read(path, ":", format="extxyz" if path.suffix in (".extxyz", ".xyz") else None)
+    except Exception as error:  # ASE raises many types for unreadable files
+        raise DatasetError(f"cannot read structures from {path}: {error}") from None
+
+
+def write_frames(path: str | os.PathLike, frames: Sequence[Atoms]) -> None:
+    """Write ``frames`` as a conformation archive (``.npz``) or, for any other suffix, as extended XYZ.
+
+    The archive is written to a temporary file and renamed, so a reader never sees half of it.
+    """
+    path = Path(path)
+    if path.suffix != ARCHIVE_SUFFIX:
+        from ase.io import write
+
+        write(path, list(frames), format="extxyz")
+        return
+    data = ConformationArrays.from_atoms(list(frames), source=path.name).to_bytes()
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
