@@ -24,6 +24,7 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_han
 
 from aiida_lmlp.calculations.pyscf import PyscfCalculation
 from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
+from aiida_lmlp.workflows.reporting import CallerNamedReport
 
 __all__ = ["LabelWorkChain"]
 
@@ -38,7 +39,7 @@ SCF_ESCALATION = (
 DEFAULT_MAX_CYCLE = 100
 
 
-class LabelWorkChain(BaseRestartWorkChain):
+class LabelWorkChain(CallerNamedReport, BaseRestartWorkChain):
     """Label a dataset's structures with PySCF; keep every converged structure, drop and record the hopeless."""
 
     _process_class = PyscfCalculation

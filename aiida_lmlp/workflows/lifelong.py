@@ -27,6 +27,7 @@ from aiida_lmlp.data.potential import LmlpPotentialData
 from aiida_lmlp.registry import register_version
 
 from .label import LabelWorkChain
+from .reporting import CallerNamedReport
 from .screening import screen_candidates
 from .train_ensemble import TrainEnsembleWorkChain
 
@@ -73,7 +74,7 @@ def _validate_inputs(inputs: dict, _) -> str | None:
     return None
 
 
-class LifelongWorkChain(WorkChain):
+class LifelongWorkChain(CallerNamedReport, WorkChain):
     """Label, train, explore, screen and learn in a loop; every version is registered."""
 
     @classmethod

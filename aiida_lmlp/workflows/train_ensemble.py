@@ -17,6 +17,7 @@ from aiida_lmlp.calculations.gather import LmlpGatherCalculation
 from aiida_lmlp.calculations.train import LmlpTrainCalculation
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
+from aiida_lmlp.workflows.reporting import CallerNamedReport
 
 __all__ = ["TrainEnsembleWorkChain"]
 
@@ -34,7 +35,7 @@ def _validate_members_per_job(value: orm.Int | None, _) -> str | None:
     return None
 
 
-class TrainEnsembleWorkChain(WorkChain):
+class TrainEnsembleWorkChain(CallerNamedReport, WorkChain):
     """Train (or continue training) an lMLP ensemble in one or several ``lmlp.train`` jobs."""
 
     @classmethod
