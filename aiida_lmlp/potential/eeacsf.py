@@ -156,6 +156,8 @@ class EeACSF(AtomCenteredDescriptor):
         self.register_buffer("radial_eta_t", torch.as_tensor(self.radial_eta, dtype=torch.float64), persistent=False)
         self.register_buffer("angular_eta_t", torch.as_tensor(self.angular_eta, dtype=torch.float64), persistent=False)
         self.register_buffer("lambdas_t", torch.as_tensor(self.lambdas, dtype=torch.float64), persistent=False)
+        # radial then angular η: both pair factors from one exp (pair_features)
+        self.register_buffer("pair_eta_t", torch.cat([self.radial_eta_t, self.angular_eta_t]), persistent=False)
         self.register_buffer("zetas_t", torch.as_tensor(self.zetas, dtype=torch.float64), persistent=False)
 
         self.feature_names = [f"radial H={t} eta={e:g}" for t in self.radial_terms for e in self.radial_eta] + [
@@ -240,8 +242,7 @@ class EeACSF(AtomCenteredDescriptor):
     def pair_features(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both pair factors from one ``exp(−η r²) f_c(r)`` over the radial and angular η together."""
         n_radial = len(self.radial_eta)
-        eta = torch.cat([self.radial_eta_t, self.angular_eta_t]).to(r.dtype)
-        both = torch.exp(-eta * (r * r)[:, None]) * bump_cutoff(r, self.cutoff)[:, None]
+        both = torch.exp(-self.pair_eta_t.to(r.dtype) * (r * r)[:, None]) * bump_cutoff(r, self.cutoff)[:, None]
         return both[:, :n_radial], both[:, n_radial:]
 
     def _angle_base(self, cos: torch.Tensor) -> torch.Tensor:

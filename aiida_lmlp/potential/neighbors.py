@@ -170,8 +170,9 @@ def molecule_graph(
 
     The pairs come from :func:`molecule_pairs` and the angular triplets from
     :func:`pair_triplets`, both on ``positions``' device, so a batch whose positions are on
-    the GPU never leaves it. Raises :class:`StructureError` naming the molecule (``labels[k]``,
-    else its index) and the two atoms when two atoms are closer than ``min_distance``.
+    the GPU never leaves it. Molecules have no periodic images: ``shifts`` is None and the cells
+    are zero. Raises :class:`StructureError` naming the molecule (``labels[k]``, else its index)
+    and the two atoms when two atoms are closer than ``min_distance``.
     """
     device = positions.device
     counts_cpu = torch.as_tensor(counts, dtype=torch.long).cpu()
@@ -198,7 +199,7 @@ def molecule_graph(
         "structure": structure,
         "centers": centers,
         "neighbors": neighbors,
-        "shifts": positions.new_zeros(centers.shape[0], 3),
+        "shifts": None,  # molecules: no periodic images (pair_vectors then skips the cell term)
         "triplets": pair_triplets(centers, positions.shape[0]),
         "n_structures": n_molecules,
     }

@@ -143,13 +143,19 @@ class AtomCenteredDescriptor(torch.nn.Module):
 
     @staticmethod
     def pair_vectors(positions: torch.Tensor, cells: torch.Tensor, graph: dict) -> torch.Tensor:
-        """Vectors ``r_j + shift − r_i`` of all pairs, ``(P, 3)``, differentiable in positions and cells."""
+        """Vectors ``r_j + shift − r_i`` of all pairs, ``(P, 3)``, differentiable in positions and cells.
+
+        A graph of molecules only (``shifts`` None, see :func:`.neighbors.molecule_graph`) has no
+        periodic images, so no cell term.
+        """
         centers, neighbors = graph["centers"], graph["neighbors"]
-        cell_of_pair = cells.index_select(0, graph["structure"].index_select(0, centers))  # (P, 3, 3)
-        offsets = torch.einsum("pk,pkl->pl", graph["shifts"], cell_of_pair)
         # index_select, not indexing: its gradient is an index_add, where that of indexing is an
         # accumulating index_put, which sorts the indices on a GPU (a dozen kernels per gather)
-        return positions.index_select(0, neighbors) - positions.index_select(0, centers) + offsets
+        vectors = positions.index_select(0, neighbors) - positions.index_select(0, centers)
+        if graph["shifts"] is None:
+            return vectors
+        cell_of_pair = cells.index_select(0, graph["structure"].index_select(0, centers))  # (P, 3, 3)
+        return vectors + torch.einsum("pk,pkl->pl", graph["shifts"], cell_of_pair)
 
     def radial_sums(self, features: torch.Tensor, graph: dict, n_atoms: int) -> torch.Tensor:
         """Sum pair features ``(P, F)`` per centre and neighbour species: ``(A, S, F)``."""
