@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from functools import cached_property
 from pathlib import Path
 
 from aiida.parsers import Parser
@@ -22,6 +23,16 @@ class LmlpParser(Parser):
 
     temporary: Path | None = None
 
+    @cached_property
+    def _retrieved_names(self) -> set[str]:
+        """Names in the ``retrieved`` folder, listed once per parse (``self.retrieved`` is a query each time)."""
+        return set(self._retrieved_folder.base.repository.list_object_names())
+
+    @cached_property
+    def _retrieved_folder(self):
+        """The ``retrieved`` folder, looked up once per parse."""
+        return self.retrieved
+
     def parse(self, **kwargs):
         """Note the temporary folder (if the engine gave one) and parse."""
         folder = kwargs.get("retrieved_temporary_folder")
@@ -38,16 +49,16 @@ class LmlpParser(Parser):
 
     def has_file(self, name: str) -> bool:
         """True when ``name`` was retrieved (temporarily or into ``retrieved``)."""
-        return self._temporary_file(name) is not None or name in self.retrieved.base.repository.list_object_names()
+        return self._temporary_file(name) is not None or name in self._retrieved_names
 
     def read_text(self, name: str) -> str:
         """A retrieved file as text ('' if it was not retrieved)."""
         temporary = self._temporary_file(name)
         if temporary is not None:
             return temporary.read_text(encoding="utf-8")
-        if name not in self.retrieved.base.repository.list_object_names():
+        if name not in self._retrieved_names:
             return ""
-        return self.retrieved.base.repository.get_object_content(name, mode="r")
+        return self._retrieved_folder.base.repository.get_object_content(name, mode="r")
 
     def path_of(self, name: str, folder: str | os.PathLike) -> Path:
         """A path to the retrieved file ``name``: the temporary file itself, or a copy in ``folder``."""
@@ -55,7 +66,7 @@ class LmlpParser(Parser):
         if temporary is not None:
             return temporary
         target = Path(folder) / name
-        with self.retrieved.base.repository.open(name, mode="rb") as source, open(target, "wb") as handle:
+        with self._retrieved_folder.base.repository.open(name, mode="rb") as source, open(target, "wb") as handle:
             shutil.copyfileobj(source, handle)
         return target
 

@@ -24,6 +24,7 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_han
 
 from aiida_lmlp.calculations.pyscf import PyscfCalculation
 from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
+from aiida_lmlp.workflows.links import outputs_of
 from aiida_lmlp.workflows.reporting import CallerNamedReport
 
 __all__ = ["LabelWorkChain"]
@@ -111,11 +112,10 @@ class LabelWorkChain(CallerNamedReport, BaseRestartWorkChain):
     def _collect(self, node) -> None:
         """Keep what converged; decide for every other structure of the batch whether it stays pending."""
         batch = self.ctx.batch
-        if "labelled" in node.outputs:
-            self.ctx.labelled.append(node.outputs.labelled.pk)
-        failed = (
-            {entry["index"]: entry for entry in node.outputs.failed.get_list()} if "failed" in node.outputs else None
-        )
+        outputs = outputs_of(node)
+        if "labelled" in outputs:
+            self.ctx.labelled.append(outputs["labelled"].pk)
+        failed = {entry["index"]: entry for entry in outputs["failed"].get_list()} if "failed" in outputs else None
         pending, self.ctx.last_not_converged = [], False
         if failed is None:  # excepted, killed or no status at all: the whole batch counts an attempt
             for index in batch:

@@ -27,6 +27,7 @@ from aiida_lmlp.data.potential import LmlpPotentialData
 from aiida_lmlp.registry import register_version
 
 from .label import LabelWorkChain
+from .links import outputs_of
 from .reporting import CallerNamedReport
 from .screening import screen_candidates
 from .train_ensemble import TrainEnsembleWorkChain
@@ -348,14 +349,15 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
     def inspect_labels(self):
         """Add what was labelled to the data stream; record what was dropped; never fail here."""
         node = self.ctx.labelling
+        outputs = outputs_of(node)
         self.ctx.new_data = False
-        if "dropped" in node.outputs:
-            dropped = node.outputs.dropped.get_list()
+        if "dropped" in outputs:
+            dropped = outputs["dropped"].get_list()
             self.ctx.dropped.extend({**d, "iteration": self.ctx.iteration} for d in dropped)
             self.ctx.record["dropped"] = len(dropped)
-        if "labelled" in node.outputs:
-            self.ctx.labelled.append(node.outputs.labelled.pk)
-            self.ctx.record["labelled"] = node.outputs.labelled.count
+        if "labelled" in outputs:
+            self.ctx.labelled.append(outputs["labelled"].pk)
+            self.ctx.record["labelled"] = outputs["labelled"].count
             self.ctx.new_data = True
         else:
             self.report(f"labelling {node.process_label}<{node.pk}> gave no data ({node.exit_message}); going on")

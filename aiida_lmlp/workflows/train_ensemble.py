@@ -17,6 +17,7 @@ from aiida_lmlp.calculations.gather import LmlpGatherCalculation
 from aiida_lmlp.calculations.train import LmlpTrainCalculation
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
+from aiida_lmlp.workflows.links import outputs_of
 from aiida_lmlp.workflows.reporting import CallerNamedReport
 
 __all__ = ["TrainEnsembleWorkChain"]
@@ -199,10 +200,10 @@ class TrainEnsembleWorkChain(CallerNamedReport, WorkChain):
                 return self.exit_codes.ERROR_GATHER_FAILED.format(message=node.exit_message or str(node.exit_status))
             self.out("potential", node.outputs.potential)
             return None
-        node = orm.load_node(self.ctx.jobs[0])
-        self.out("potential", node.outputs.potential)
+        outputs = outputs_of(orm.load_node(self.ctx.jobs[0]))
+        self.out("potential", outputs["potential"])
         if self.ctx.restarts[0] == 0:
             for name in ("metrics", "output_parameters"):
-                if name in node.outputs:
-                    self.out(name, node.outputs[name])
+                if name in outputs:
+                    self.out(name, outputs[name])
         return None

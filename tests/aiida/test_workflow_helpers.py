@@ -1,10 +1,11 @@
-"""The work chains' reports: aiida-core's message, without inspect.stack()."""
+"""Helpers of the work chains: reports without inspect.stack(), a child's outputs in one query."""
 
 from __future__ import annotations
 
 from aiida import orm
-from aiida.engine import WorkChain, run_get_node
+from aiida.engine import WorkChain, calcfunction, run_get_node
 
+from aiida_lmlp.workflows.links import outputs_of
 from aiida_lmlp.workflows.reporting import CallerNamedReport
 
 
@@ -31,3 +32,16 @@ def _message(process) -> str:
 
 def test_the_report_reads_as_aiida_cores(aiida_profile):
     assert _message(_Named) == _message(_Plain) == "[PK|CLASS|first_step]: hello world"
+
+
+@calcfunction
+def _split(value: orm.Int) -> dict:
+    return {"half": orm.Int(value.value // 2), "rest": orm.Int(value.value % 2)}
+
+
+def test_outputs_of_a_process_are_its_output_links(aiida_profile):
+    _, node = _split.run_get_node(orm.Int(7))
+    outputs = outputs_of(node)
+    assert sorted(outputs) == sorted(node.outputs) == ["half", "rest"]
+    assert {label: n.pk for label, n in outputs.items()} == {"half": node.outputs.half.pk, "rest": node.outputs.rest.pk}
+    assert outputs["half"].value == 3 and outputs["rest"].value == 1
