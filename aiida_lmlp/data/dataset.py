@@ -17,7 +17,7 @@ from aiida import orm
 from aiida.engine import calcfunction
 from ase import Atoms
 
-from aiida_lmlp.potential.conformation_arrays import ConformationArrays, DatasetError
+from aiida_lmlp.potential.conformation_arrays import ConformationArrays, DatasetError, read_archive
 
 __all__ = ["DatasetError", "LmlpDatasetData", "merge_datasets", "select_conformations"]
 
@@ -86,6 +86,21 @@ class LmlpDatasetData(orm.Data):
             methods = sorted({str(a.info["method"]) for a in frames if "method" in a.info})
             label_method = "; ".join(methods)
         return cls.from_atoms(frames, label_method=label_method, source=source or str(path), **kwargs)
+
+    @classmethod
+    def from_archive(
+        cls, path: str | os.PathLike, *, label_method: str | None = None, source: str | None = None, **kwargs
+    ):
+        """A conformation archive written by a job (``.npz``), checked by :func:`read_archive`.
+
+        ``label_method`` defaults to the conformations' ``method``, as for :meth:`from_extxyz`.
+        Reads no extxyz, so the daemon never imports ``ase.io`` for it.
+        """
+        conformations = read_archive(path, source=source)
+        if label_method is None:
+            methods = conformations.arrays.get("info.method")
+            label_method = "; ".join(sorted({str(m) for m in methods})) if methods is not None else ""
+        return cls(conformations, label_method=label_method, **kwargs)
 
     @classmethod
     def from_structures(cls, structures: Sequence[orm.StructureData], **kwargs):

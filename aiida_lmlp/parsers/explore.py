@@ -8,7 +8,6 @@ from aiida import orm
 
 from aiida_lmlp.calculations.explore import LmlpExploreCalculation as Calc
 from aiida_lmlp.data.dataset import LmlpDatasetData
-from aiida_lmlp.potential.conformation_arrays import read_archive
 
 from .base import LmlpParser
 
@@ -27,9 +26,9 @@ class LmlpExploreParser(LmlpParser):
         label_method = f"lmlp prediction ({self.node.inputs.potential.content_sha256[:12]})"
         if self.has_file(Calc.VISITED_ARCHIVE):
             with self.tempdir() as folder:
-                conformations = read_archive(self.path_of(Calc.VISITED_ARCHIVE, folder), source=Calc.VISITED_ARCHIVE)
-            if conformations.count:
-                visited = LmlpDatasetData(conformations, label_method=label_method)
+                path = self.path_of(Calc.VISITED_ARCHIVE, folder)
+                archived = LmlpDatasetData.from_archive(path, label_method=label_method, source=Calc.VISITED_ARCHIVE)
+            visited = archived if archived.count else None
         elif self.has_file(Calc.VISITED) and self.read_text(Calc.VISITED).strip():
             from aiida_lmlp.potential.exploration import read_visited  # ase.io: only for a run cut short
 

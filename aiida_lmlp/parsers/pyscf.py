@@ -8,17 +8,10 @@ from aiida import orm
 
 from aiida_lmlp.calculations.pyscf import PyscfCalculation as Calc
 from aiida_lmlp.data.dataset import LmlpDatasetData
-from aiida_lmlp.potential.conformation_arrays import ConformationArrays, read_archive
 
 from .base import LmlpParser
 
 __all__ = ["LmlpPyscfParser", "read_status"]
-
-
-def _method_of(conformations: ConformationArrays) -> str:
-    """The label method of every conformation (their ``method`` info), as ``LmlpDatasetData.from_extxyz`` names it."""
-    methods = conformations.arrays.get("info.method")
-    return "; ".join(sorted({str(m) for m in methods})) if methods is not None else ""
 
 
 def read_status(text: str) -> tuple[dict | None, list[dict], dict | None]:
@@ -56,9 +49,8 @@ class LmlpPyscfParser(LmlpParser):
         source = f"lmlp.pyscf<{self.node.pk}> output"
         if self.has_file(Calc.LABELLED_ARCHIVE):
             with self.tempdir() as folder:
-                conformations = read_archive(self.path_of(Calc.LABELLED_ARCHIVE, folder), source=source)
-            if conformations.count:
-                labelled = LmlpDatasetData(conformations, label_method=_method_of(conformations))
+                archived = LmlpDatasetData.from_archive(self.path_of(Calc.LABELLED_ARCHIVE, folder), source=source)
+            labelled = archived if archived.count else None
         elif self.has_file(Calc.LABELLED) and self.read_text(Calc.LABELLED).strip():
             # a batch cut short leaves only the extxyz written as it went (read with ase.io)
             with self.tempdir() as folder:
