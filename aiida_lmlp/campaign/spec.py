@@ -25,7 +25,7 @@ SECTIONS = {
     "explore_structures": None,
     "label": {"parameters", "max_attempts", "options"},
     "train": {"parameters", "continue_parameters", "members_per_job", "max_restarts", "options"},
-    "explore": {"protocol", "options"},
+    "explore": {"protocol", "stop_at", "options"},
     "selection": None,  # validated by SelectionSettings
     "stop": {"max_iterations", "dft_budget", "convergence_fraction", "convergence_patience"},
 }
@@ -118,6 +118,7 @@ class CampaignSpec:
                 "protocol": orm.Dict(self.explore.get("protocol", {})),
                 "metadata": options(self.explore),
             },
+            "explore_stop_at": orm.Str(self.explore.get("stop_at", "lower")),
             "selection": orm.Dict(self.selection),
             "max_iterations": orm.Int(self.stop["max_iterations"]),
             "dft_budget": orm.Int(self.stop["dft_budget"]),
@@ -203,7 +204,7 @@ def load_spec(path: str | os.PathLike) -> CampaignSpec:
     from aiida_lmlp.labelling.pyscf_single_points import ParameterError, PyscfParameters
     from aiida_lmlp.potential.exploration import ExplorationProtocol, ProtocolError
     from aiida_lmlp.potential.training_config import ConfigError, default_config, merge_config
-    from aiida_lmlp.workflows.candidates import SelectionSettings, SelectionSettingsError
+    from aiida_lmlp.workflows.candidates import TRAJECTORY_STOPS, SelectionSettings, SelectionSettingsError
 
     label, train, explore = sections["label"], sections["train"], sections["explore"]
     try:
@@ -223,6 +224,10 @@ def load_spec(path: str | os.PathLike) -> CampaignSpec:
         SelectionSettings.from_dict(_mapping(spec.get("selection"), f"{where}: selection"))
     except SelectionSettingsError as error:
         raise SpecError(f"{where}: selection: {error}") from None
+    if explore.get("stop_at", "lower") not in TRAJECTORY_STOPS:
+        raise SpecError(
+            f"{where}: explore.stop_at must be one of {', '.join(TRAJECTORY_STOPS)}, got {explore['stop_at']!r}"
+        )
     for section in ("label", "train", "explore"):
         options = _mapping(sections[section].get("options"), f"{where}: {section}.options")
         _check_keys(options, OPTION_KEYS, f"{where}: {section}.options")

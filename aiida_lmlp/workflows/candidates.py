@@ -36,6 +36,7 @@ import numpy as np
 
 __all__ = [
     "CATEGORIES",
+    "TRAJECTORY_STOPS",
     "SelectionResult",
     "SelectionSettings",
     "SelectionSettingsError",
@@ -46,6 +47,9 @@ __all__ = [
 
 #: The category of every visited conformation (see the module docstring for the rules).
 CATEGORIES = ("known", "uncertain", "unphysical", "too_close", "selected")
+
+#: Where an exploration trajectory of a campaign may stop (:meth:`SelectionSettings.trajectory_stop`).
+TRAJECTORY_STOPS = ("lower", "upper", "never")
 
 # (lower, upper) threshold pairs that must be in increasing order
 _ORDERED = (("energy_lower", "energy_upper"), ("forces_lower", "forces_upper"))
@@ -154,6 +158,33 @@ class SelectionSettings:
     def to_dict(self) -> dict[str, Any]:
         """Every setting, defaults filled in (JSON-ready except an infinite upper threshold)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def floored_rmses(self, rmse_energy_per_atom: float, rmse_forces: float) -> tuple[float, float]:
+        """The RMSEs the thresholds are multiples of: ``max(test RMSE, floor)`` (eV/atom, eV/Å)."""
+        return (
+            max(_rmse("rmse_energy_per_atom", rmse_energy_per_atom), self.rmse_floor_energy),
+            max(_rmse("rmse_forces", rmse_forces), self.rmse_floor_forces),
+        )
+
+    def trajectory_stop(self, rmse_energy_per_atom: float, rmse_forces: float, at: str) -> dict[str, float | None]:
+        """Exploration stop thresholds at the window's ``lower`` or ``upper`` bound, in absolute units.
+
+        Returns the ``stop_energy_uncertainty_per_atom`` (eV/atom) and ``stop_forces_uncertainty``
+        (eV/Å) of an exploration protocol: a trajectory ends at its first conformation that this
+        selection would call uncertain (``lower``) or unphysical (``upper``; an infinite upper
+        threshold gives ``None``, never stop). ``at="never"`` gives ``None`` for both.
+        """
+        if at not in TRAJECTORY_STOPS:
+            raise SelectionSettingsError("stop_at", f"must be one of {', '.join(TRAJECTORY_STOPS)}, got {at!r}")
+        if at == "never":
+            return {"stop_energy_uncertainty_per_atom": None, "stop_forces_uncertainty": None}
+        rmse_e, rmse_f = self.floored_rmses(rmse_energy_per_atom, rmse_forces)
+        energy = self.energy_lower if at == "lower" else self.energy_upper
+        forces = self.forces_lower if at == "lower" else self.forces_upper
+        return {
+            "stop_energy_uncertainty_per_atom": energy * rmse_e if math.isfinite(energy) else None,
+            "stop_forces_uncertainty": forces * rmse_f if math.isfinite(forces) else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -349,8 +380,7 @@ def select_candidates(
             already_selected_fingerprints = _fingerprint_matrix(
                 "already_selected_fingerprints", already_selected_fingerprints, "K", fingerprints.shape[1]
             )
-    rmse_e = max(_rmse("rmse_energy_per_atom", rmse_energy_per_atom), settings.rmse_floor_energy)
-    rmse_f = max(_rmse("rmse_forces", rmse_forces), settings.rmse_floor_forces)
+    rmse_e, rmse_f = settings.floored_rmses(rmse_energy_per_atom, rmse_forces)
     energy_ratio = energy / rmse_e
     forces_ratio = forces / rmse_f
 

@@ -47,6 +47,14 @@ def _validate_selection(value: orm.Dict | None, _) -> str | None:
     return None
 
 
+def _validate_stop_at(value: orm.Str | None, _) -> str | None:
+    from .candidates import TRAJECTORY_STOPS
+
+    if value is not None and value.value not in TRAJECTORY_STOPS:
+        return f"explore_stop_at must be one of {', '.join(TRAJECTORY_STOPS)}, got {value.value!r}"
+    return None
+
+
 def _positive(name: str):
     def validate(value, _):
         if value is not None and value.value <= 0:
@@ -109,6 +117,14 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
             help="`lmlp train` overrides when continuing training (default: train.parameters).",
         )
         spec.expose_inputs(LmlpExploreCalculation, namespace="explore", exclude=("potential", "structures"))
+        spec.input(
+            "explore_stop_at",
+            valid_type=orm.Str,
+            default=lambda: orm.Str("lower"),
+            validator=_validate_stop_at,
+            help="End a trajectory at its first conformation above the selection window's lower or upper "
+            "bound (lower | upper | never); a stop threshold set in explore.protocol wins.",
+        )
         spec.input("selection", valid_type=orm.Dict, required=False, validator=_validate_selection)
         spec.input(
             "max_iterations", valid_type=orm.Int, default=lambda: orm.Int(5), validator=_positive("max_iterations")
@@ -295,9 +311,22 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         protocol = inputs["protocol"].get_dict() if "protocol" in inputs else {}
         if protocol.get("kind", "md") == "md":
             protocol["seed"] = int(protocol.get("seed", 0)) + self.ctx.iteration
+        for key, value in self._trajectory_stop(inputs["potential"]).items():
+            if protocol.get(key) is None and value is not None:
+                protocol[key] = value
+        if protocol:
             inputs["protocol"] = orm.Dict(protocol)
         inputs.setdefault("metadata", {})["call_link_label"] = f"explore_{self.ctx.iteration:03d}"
         return ToContext(exploration=self.submit(LmlpExploreCalculation, **inputs))
+
+    def _trajectory_stop(self, potential: LmlpPotentialData) -> dict:
+        from .candidates import SelectionSettings
+
+        settings = SelectionSettings.from_dict(self.inputs.selection.get_dict() if "selection" in self.inputs else {})
+        a = potential.base.attributes
+        return settings.trajectory_stop(
+            a.get("rmse_energy_per_atom", 0.0), a.get("rmse_forces", 0.0), self.inputs.explore_stop_at.value
+        )
 
     def screen(self):
         """Choose what to label; a failed exploration leaves nothing to choose this iteration."""

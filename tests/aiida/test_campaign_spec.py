@@ -55,6 +55,7 @@ def _set(path: str, value):
         (_set("codes", {}), "codes: give the AiiDA code"),
         (_set("stop.convergence_fraction", 2), "convergence_fraction must be a number between 0 and 1"),
         (_set("train.options.queue", "gpu"), "unknown key 'train.options.queue'"),
+        (_set("explore.stop_at", "first"), "explore.stop_at must be one of lower, upper, never, got 'first'"),
     ],
 )
 def test_invalid_specs_name_the_problem(tmp_path, change, message):

@@ -114,3 +114,35 @@ def test_a_querybuilder_path_leads_from_the_latest_version_to_its_dft_calculatio
     # the latest version was trained on data labelled by PySCF jobs of the campaign
     lineage = {row["pk"] for row in registry.lineage(results["potential"])["dft_calculations"]}
     assert found and found <= lineage
+
+
+def test_every_trajectory_ends_at_its_first_uncertain_conformation(campaign):
+    """``explore_stop_at`` (default ``lower``): the stop thresholds are the screening's lower ones, per version."""
+    import numpy as np
+    from aiida.orm import QueryBuilder
+
+    from aiida_lmlp.calculations import LmlpExploreCalculation
+    from aiida_lmlp.workflows.candidates import SelectionSettings, forces_uncertainty_max
+
+    _, node = campaign
+    assert node.inputs.explore_stop_at.value == "lower"
+    explorations = QueryBuilder().append(type(node), filters={"id": node.pk}, tag="campaign")
+    explorations.append(LmlpExploreCalculation, with_incoming="campaign")
+    settings = SelectionSettings.from_dict(node.inputs.selection.get_dict())
+    stopped_anywhere = 0
+    for (calc,) in explorations.all():
+        rmses = calc.inputs.potential.base.attributes
+        expected = settings.trajectory_stop(rmses.get("rmse_energy_per_atom"), rmses.get("rmse_forces"), "lower")
+        protocol = calc.inputs.protocol.get_dict()
+        # AiiDA stores floats to 14 significant digits; the job used the stored values
+        assert {key: protocol[key] for key in expected} == pytest.approx(expected, rel=1e-13)
+        expected = {key: protocol[key] for key in expected}
+        a = calc.outputs.visited.conformations.arrays
+        energy = a["energy_uncertainty"] / a["counts"]
+        forces = forces_uncertainty_max(a["forces_uncertainty"], a["counts"])
+        above = (energy > expected["stop_energy_uncertainty_per_atom"]) | (forces > expected["stop_forces_uncertainty"])
+        stopped = a["info.stopped"].astype(bool)
+        # a recorded conformation passes a threshold exactly when its trajectory stopped there
+        np.testing.assert_array_equal(above, stopped)
+        stopped_anywhere += int(stopped.sum())
+    assert stopped_anywhere, "some trajectory met an uncertain conformation (else the campaign selected nothing)"

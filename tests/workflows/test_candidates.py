@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.geometry import get_distances
 
 from aiida_lmlp.workflows.candidates import (
+    TRAJECTORY_STOPS,
     SelectionSettings,
     SelectionSettingsError,
     forces_uncertainty_max,
@@ -347,3 +348,33 @@ def test_the_module_imports_neither_torch_nor_aiida():
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
     assert imported <= {"__future__", "math", "collections", "dataclasses", "typing", "numpy", "ase"}, imported
+
+
+def test_trajectory_stop_is_the_window_bound_in_absolute_units():
+    settings = SelectionSettings(energy_lower=2.0, forces_lower=4.0, energy_upper=20.0, forces_upper=math.inf)
+    assert TRAJECTORY_STOPS == ("lower", "upper", "never")
+    assert settings.trajectory_stop(RMSE_E, RMSE_F, "lower") == {
+        "stop_energy_uncertainty_per_atom": 2.0 * RMSE_E,
+        "stop_forces_uncertainty": 4.0 * RMSE_F,
+    }
+    # an infinite upper threshold never stops; the floors apply as in the screening (1e-3 eV/atom, 0.05 eV/Å)
+    assert settings.trajectory_stop(0.0, 0.0, "upper") == {
+        "stop_energy_uncertainty_per_atom": 20.0 * 1e-3,
+        "stop_forces_uncertainty": None,
+    }
+    assert settings.trajectory_stop(RMSE_E, RMSE_F, "never") == {
+        "stop_energy_uncertainty_per_atom": None,
+        "stop_forces_uncertainty": None,
+    }
+    with pytest.raises(SelectionSettingsError, match="'stop_at': must be one of lower, upper, never, got 'first'"):
+        settings.trajectory_stop(RMSE_E, RMSE_F, "first")
+
+
+def test_a_conformation_just_past_the_lower_stop_is_uncertain_and_one_just_before_is_known():
+    """The stop of an exploration and the screening draw the same line."""
+    settings = SelectionSettings()
+    stop = settings.trajectory_stop(RMSE_E, RMSE_F, "lower")
+    energy = stop["stop_energy_uncertainty_per_atom"] * np.array([BELOW, ABOVE, 0.0])
+    forces = stop["stop_forces_uncertainty"] * np.array([BELOW, 0.0, ABOVE])
+    result = select(energy, forces, settings=settings)
+    assert list(result.category) == ["known", "uncertain", "uncertain"]
