@@ -32,6 +32,7 @@ from aiida.common.links import LinkType
 
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
+from aiida_lmlp.potential.exploration import trajectory_counts
 from aiida_lmlp.registry import list_campaigns, list_versions, training_state
 
 __all__ = [
@@ -374,6 +375,8 @@ def _iterations_so_far(workchain: orm.WorkChainNode, versions: list[dict]) -> li
         potential = call.inputs.potential if "potential" in call.inputs else None
         version = potential.base.extras.get("lmlp_version", None) if potential is not None else None
         records[iteration] = {"iteration": iteration, "version": version}
+        if "summary" in call.outputs:
+            records[iteration].update(trajectory_counts(call.outputs.summary.get_dict()))
     for label, call in _calls(workchain, "screen_"):
         iteration = int(label.removeprefix("screen_"))
         if "report" in call.outputs:
@@ -927,6 +930,11 @@ def _iteration_line(record: dict) -> str:
         f"{record.get('too_close', 0)} too close; "
         f"{'n/a' if fraction is None else f'{100 * fraction:.1f} %'} uncertain"
     )
+    if record.get("trajectories"):
+        line += (
+            f"; {record.get('stopped_early', 0)} of {record['trajectories']} trajectories stopped uncertain, "
+            f"{record.get('mean_steps', 0.0):.1f} steps on average"
+        )
     if "labelled" in record or "dropped" in record:
         line += f"; {record.get('labelled', 0)} labelled, {record.get('dropped', 0)} dropped"
     if record.get("version_after") is not None:

@@ -45,6 +45,7 @@ __all__ = [
     "descriptor_fingerprints",
     "explore",
     "read_visited",
+    "trajectory_counts",
 ]
 
 #: The kinds of exploration a protocol can ask for.
@@ -244,6 +245,22 @@ class ExplorationResult:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+def trajectory_counts(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """How the trajectories of an exploration ended, from its :meth:`ExplorationResult.summary`.
+
+    ``{"trajectories": count, "stopped_early": count stopped by an uncertainty threshold,
+    "mean_steps": mean steps per trajectory}``: as a version improves, fewer trajectories stop
+    and those that do stop later.
+    """
+    trajectories = summary.get("trajectories") or []
+    steps = [int(t.get("steps") or 0) for t in trajectories]
+    return {
+        "trajectories": len(trajectories),
+        "stopped_early": sum(bool(t.get("stopped_early")) for t in trajectories),
+        "mean_steps": sum(steps) / len(steps) if steps else 0.0,
+    }
 
 
 def read_visited(path: str | os.PathLike) -> list[Atoms]:

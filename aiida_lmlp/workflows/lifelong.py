@@ -24,6 +24,7 @@ from aiida.engine import ToContext, WorkChain, if_, while_
 from aiida_lmlp.calculations.explore import LmlpExploreCalculation
 from aiida_lmlp.data.dataset import LmlpDatasetData, select_conformations
 from aiida_lmlp.data.potential import LmlpPotentialData
+from aiida_lmlp.potential.exploration import trajectory_counts
 from aiida_lmlp.registry import register_version
 
 from .label import LabelWorkChain
@@ -331,8 +332,11 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
     def screen(self):
         """Choose what to label; a failed exploration leaves nothing to choose this iteration."""
         node = self.ctx.exploration
+        outputs = outputs_of(node)
         self.ctx.candidates = None
-        if "visited" not in node.outputs:
+        if "summary" in outputs:
+            self.ctx.record.update(trajectory_counts(outputs["summary"].get_dict()))
+        if "visited" not in outputs:
             self.report(f"exploration {node.process_label}<{node.pk}> gave nothing ({node.exit_message}); going on")
             self.ctx.record["explore_failed"] = node.exit_message or str(node.exit_status)
             self.ctx.record["fraction_uncertain"] = None
@@ -342,7 +346,7 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         previous = {f"s{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.selected)}
         previous.update({f"l{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.labelled)})
         result = screen_candidates(
-            node.outputs.visited,
+            outputs["visited"],
             orm.load_node(self.ctx.potential),
             settings,
             budget,
@@ -361,7 +365,9 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
             self.ctx.selected.append(result["selected"].pk)
         self.report(
             f"iteration {self.ctx.iteration}: {report['visited']} visited, {report['uncertain']} uncertain "
-            f"({report['fraction_uncertain']:.1%}), {report['unphysical']} unphysical, {report['selected']} selected"
+            f"({report['fraction_uncertain']:.1%}), {report['unphysical']} unphysical, {report['selected']} selected; "
+            f"{self.ctx.record.get('stopped_early', 0)} of {self.ctx.record.get('trajectories', 0)} trajectories "
+            "stopped uncertain"
         )
 
     def has_candidates(self):

@@ -94,7 +94,8 @@ def test_summary_counts_equal_the_work_chain_report(campaign, report):
     assert len(lines) == len(expected["iterations"]) >= 1
     pattern = re.compile(
         r"iteration (\d+) \(explored with v(\d+)\): (\d+) visited: (\d+) known, (\d+) uncertain \((\d+) selected\), "
-        r"(\d+) unphysical, (\d+) too close; ([\d.]+) % uncertain; (\d+) labelled, (\d+) dropped"
+        r"(\d+) unphysical, (\d+) too close; ([\d.]+) % uncertain; "
+        r"(\d+) of (\d+) trajectories stopped uncertain, ([\d.]+) steps on average; (\d+) labelled, (\d+) dropped"
     )
     keys = ("iteration", "version", "visited", "known", "uncertain", "selected", "unphysical", "too_close")
     for line, record in zip(lines, expected["iterations"]):
@@ -102,7 +103,9 @@ def test_summary_counts_equal_the_work_chain_report(campaign, report):
         assert match, line
         assert [int(match.group(i + 1)) for i in range(len(keys))] == [record[k] for k in keys]
         assert float(match.group(9)) == pytest.approx(100 * record["fraction_uncertain"], abs=0.051)
-        assert (int(match.group(10)), int(match.group(11))) == (record.get("labelled", 0), record.get("dropped", 0))
+        assert (int(match.group(10)), int(match.group(11))) == (record["stopped_early"], record["trajectories"])
+        assert float(match.group(12)) == pytest.approx(record["mean_steps"], abs=0.051)
+        assert (int(match.group(13)), int(match.group(14))) == (record.get("labelled", 0), record.get("dropped", 0))
 
 
 def test_a_running_campaign_is_read_from_its_calls(campaign):
@@ -114,7 +117,7 @@ def test_a_running_campaign_is_read_from_its_calls(campaign):
     records = _iterations_so_far(node, registry.list_versions(NAME))
     expected = results["report"].get_dict()["iterations"]
     keys = ("iteration", "version", "visited", "known", "uncertain", "selected", "unphysical", "too_close", "labelled")
-    keys += ("dropped",)
+    keys += ("dropped", "trajectories", "stopped_early", "mean_steps")
     assert [{k: r.get(k, 0) for k in keys} for r in records] == [{k: r.get(k, 0) for k in keys} for r in expected]
     assert [r["version_after"] for r in records] == [r["version_after"] for r in expected]
 

@@ -14,6 +14,7 @@ from aiida_lmlp.potential.exploration import (
     descriptor_fingerprints,
     explore,
     read_visited,
+    trajectory_counts,
 )
 
 INFO_KEYS = {
@@ -184,6 +185,11 @@ def test_a_trajectory_stops_at_the_first_step_past_the_threshold(sn2_model, sn2_
     assert [f.info["stopped"] for f in stopped.frames] == [False] * stop + [True]
     np.testing.assert_array_equal(stopped.frames[-1].positions, free.frames[stop].positions)
     assert trajectory.reason == f"forces uncertainty {values[stop]:.4g} eV/Å > {threshold:g}"
+    # two trajectories, one stopped at ``stop``, one run to the end: the campaign's per-iteration counts
+    both = explore(sn2_model, sn2_frames[:1] * 2, {**protocol, "stop_forces_uncertainty": threshold})
+    both.trajectories[1] = free.trajectories[0]
+    assert trajectory_counts(both.summary()) == {"trajectories": 2, "stopped_early": 1, "mean_steps": (stop + 10) / 2}
+    assert trajectory_counts({}) == {"trajectories": 0, "stopped_early": 0, "mean_steps": 0.0}
 
 
 def test_neb_runs_endpoint_pairs_and_refuses_an_odd_count(sn2_model, sn2_frames, tmp_path):
