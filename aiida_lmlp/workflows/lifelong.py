@@ -187,7 +187,11 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         self.ctx.stop_reason = None
         self.ctx.iterations = []
         self.ctx.dropped = []
-        self.ctx.selected = []  # pks of the conformations chosen so far (their fingerprints steer the next picks)
+        # what the screenings know: the last screening's ``known`` output (every geometry labelled or
+        # selected so far, with fingerprints) and how many of ``labelled`` it has seen; a screening gets
+        # those two instead of every dataset of the campaign (one input link costs a query in aiida-core)
+        self.ctx.known = None
+        self.ctx.screened = 0
         self.ctx.explore_start = None  # pk of the start set when it differs from the initial structures
         structures = self.inputs.structures
         if structures.base.attributes.get("labelled_count") == structures.count:
@@ -343,16 +347,25 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
             return
         settings = self.inputs.selection if "selection" in self.inputs else orm.Dict({})
         budget = orm.Int(max(self.inputs.dft_budget.value - self.ctx.dft_used, 0))
-        previous = {f"s{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.selected)}
-        previous.update({f"l{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.labelled)})
+        if "known" in self.ctx:
+            known = {"known": orm.load_node(self.ctx.known)} if self.ctx.known is not None else {}
+            first = self.ctx.screened
+            previous = {f"l{first + i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.labelled[first:])}
+        else:  # a campaign checkpointed by an earlier aiida-lmlp: every dataset so far, as then
+            known = {}
+            previous = {f"s{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.get("selected", []))}
+            previous.update({f"l{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.labelled)})
         result = screen_candidates(
             outputs["visited"],
             orm.load_node(self.ctx.potential),
             settings,
             budget,
+            **known,
             **previous,
             metadata={"call_link_label": f"screen_{self.ctx.iteration:03d}"},
         )
+        self.ctx.known = result["known"].pk
+        self.ctx.screened = len(self.ctx.labelled)
         report = result["report"].get_dict()
         self.ctx.record.update(
             {
@@ -362,7 +375,6 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         )
         if "selected" in result:
             self.ctx.candidates = result["selected"].pk
-            self.ctx.selected.append(result["selected"].pk)
         self.report(
             f"iteration {self.ctx.iteration}: {report['visited']} visited, {report['uncertain']} uncertain "
             f"({report['fraction_uncertain']:.1%}), {report['unphysical']} unphysical, {report['selected']} selected; "

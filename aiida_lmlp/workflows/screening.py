@@ -16,7 +16,7 @@ from aiida_lmlp.data.dataset import LmlpDatasetData
 
 from .candidates import SelectionSettings, forces_uncertainty_max, min_interatomic_distances, select_candidates
 
-__all__ = ["geometry_keys", "screen_candidates"]
+__all__ = ["KNOWN_FINGERPRINTS", "KNOWN_KEYS", "geometry_keys", "screen_candidates"]
 
 
 def geometry_keys(dataset: LmlpDatasetData, decimals: int = 5) -> list[str]:
@@ -37,31 +37,71 @@ def geometry_keys(dataset: LmlpDatasetData, decimals: int = 5) -> list[str]:
     return keys
 
 
+#: Arrays of the ``known`` output of :func:`screen_candidates`.
+KNOWN_KEYS = "geometry_keys"
+KNOWN_FINGERPRINTS = "fingerprints"
+
+
+def _known_so_far(known: orm.ArrayData | None, datasets: list[LmlpDatasetData]) -> tuple[set[str], list[np.ndarray]]:
+    """Geometry keys and fingerprints of ``known`` (a previous screening's output) and of ``datasets``."""
+    keys: set[str] = set()
+    fingerprints: list[np.ndarray] = []
+    if known is not None:
+        keys.update(key.decode("ascii") for key in known.get_array(KNOWN_KEYS))
+        if KNOWN_FINGERPRINTS in known.get_arraynames():
+            fingerprints.append(known.get_array(KNOWN_FINGERPRINTS))
+    for dataset in datasets:
+        dataset_keys = geometry_keys(dataset)
+        # a labelled dataset repeats the geometries (and fingerprints) of the selection it came from
+        new = [i for i, key in enumerate(dataset_keys) if key not in keys]
+        keys.update(dataset_keys)
+        values = dataset.conformations.arrays.get("fingerprint")
+        if values is not None and len(values) and new:
+            fingerprints.append(np.asarray(values, dtype=np.float64)[new])
+    return keys, fingerprints
+
+
+def _known_output(keys: set[str], fingerprints: list[np.ndarray], width: int | None) -> orm.ArrayData:
+    """What the next screening starts from: every geometry key, and the fingerprints of the current width."""
+    known = orm.ArrayData()
+    known.set_array(KNOWN_KEYS, np.array(sorted(keys), dtype="S64"))
+    rows = [f for f in fingerprints if width is not None and f.ndim == 2 and f.shape[1] == width]
+    if rows:
+        known.set_array(KNOWN_FINGERPRINTS, np.concatenate(rows))
+    return known
+
+
 @calcfunction
 def screen_candidates(
     visited: LmlpDatasetData,
     potential: orm.Data,
     settings: orm.Dict,
     budget_left: orm.Int,
+    known: orm.ArrayData | None = None,
     **previous: LmlpDatasetData,
 ) -> dict:
     """Pick the visited conformations to label (see :func:`.candidates.select_candidates`).
 
-    ``potential`` gives the test RMSEs the thresholds are multiples of; ``previous``: datasets
-    already labelled or selected. A visited geometry that is already among them (an MD start
-    structure, say) counts as known and is never labelled again; the selected ones of earlier
-    iterations also steer farthest-point sampling away from what was picked before.
-    Returns ``report`` (counts and thresholds) and, when anything was chosen, ``selected``
-    (unlabelled conformations, predictions dropped, ready for DFT).
+    ``potential`` gives the test RMSEs the thresholds are multiples of. What the campaign already
+    has: ``known``, the ``known`` output of the previous screening, and ``previous``, the datasets
+    labelled (or selected) since then. A visited geometry that is already among them (an MD start
+    structure, say) counts as known and is never labelled again; the fingerprints of earlier
+    selections also steer farthest-point sampling away from what was picked before.
+
+    Returns ``report`` (counts and thresholds), ``known`` (every geometry key so far, this
+    screening's selection included, and the fingerprints: what the next screening starts from,
+    so that it takes two inputs instead of every dataset of the campaign) and, when anything was
+    chosen, ``selected`` (unlabelled conformations, predictions dropped, ready for DFT).
     """
     c = visited.conformations
     a = c.arrays
     counts = a["counts"]
-    seen = {key for p in previous.values() for key in geometry_keys(p)}
-    repeated = np.array([key in seen for key in geometry_keys(visited)], dtype=bool)
+    seen, already = _known_so_far(known, list(previous.values()))
+    visited_keys = geometry_keys(visited)
+    repeated = np.array([key in seen for key in visited_keys], dtype=bool)
     fingerprints = a.get("fingerprint")
-    already = [p.conformations.arrays.get("fingerprint") for p in previous.values()]
-    already = [f for f in already if f is not None and len(f)]
+    width = fingerprints.shape[1] if fingerprints is not None and np.ndim(fingerprints) == 2 else None
+    usable = [f for f in already if width is not None and f.ndim == 2 and f.shape[1] == width]
     result = select_candidates(
         np.where(repeated, 0.0, a["energy_uncertainty"] / counts),
         np.where(repeated, 0.0, forces_uncertainty_max(a["forces_uncertainty"], counts)),
@@ -71,7 +111,7 @@ def screen_candidates(
         potential.base.attributes.get("rmse_forces", 0.0),
         SelectionSettings.from_dict(settings.get_dict()),
         budget_left.value,
-        np.concatenate(already) if already and fingerprints is not None else None,
+        np.concatenate(usable) if usable else None,
     )
     report = result.counts()
     report["already_labelled"] = int(repeated.sum())
@@ -88,4 +128,8 @@ def screen_candidates(
         from aiida_lmlp.potential.conformation_arrays import ConformationArrays
 
         outputs["selected"] = LmlpDatasetData(ConformationArrays(arrays), label_method="")
+        seen.update(visited_keys[i] for i in result.selected)
+        if width is not None:
+            already.append(np.asarray(fingerprints, dtype=np.float64)[result.selected])
+    outputs["known"] = _known_output(seen, already, width)
     return outputs
