@@ -1,0 +1,99 @@
+"""What one input link of a new process costs in aiida-core, and how much of it is the cycle query.
+
+    python benchmarks/input_link_cost.py [--links 200]
+
+A calcfunction with ``--links`` stored dataset inputs runs three times on a fresh embedded
+profile (SQLite): as aiida-core does it; with the cycle-check query skipped while the process
+node is not yet stored (a node without a database row has no descendants, so no link to it can
+close a cycle; this is the change proposed upstream, applied here to this benchmark's process
+only); and with ``validate_link`` skipped as well (what is left: storing the link rows and the
+process). Each run's wall time over the link count is the cost per link. The quickstart creates
+about 35 input and call links per iteration, so the cycle queries are a fixed share of its
+engine overhead.
+
+Results: ``benchmarks/results/input_link_cost.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import cpu_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SN2 = ROOT.parent / "shared" / "data" / "sn2"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--links", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=RESULTS / "input_link_cost.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lmlp-links-") as scratch:
+        os.environ["AIIDA_PATH"] = scratch
+        from aiida import load_profile, orm
+        from aiida.engine import calcfunction
+        from aiida.orm.nodes import links
+        from aiida.orm.utils import links as link_utils
+        from ase.io import read
+
+        from aiida_lmlp.campaign.profiles import create_profile
+        from aiida_lmlp.data import LmlpDatasetData
+
+        create_profile("embedded", "links", Path(scratch))
+        load_profile("links")
+        frames = read(SN2 / "pool_a.extxyz", ":5")
+        datasets = [LmlpDatasetData.from_atoms(frames).store() for _ in range(args.links)]
+
+        @calcfunction
+        def count(**inputs):
+            return orm.Int(len(inputs))
+
+        def per_link() -> float:
+            start = time.perf_counter()
+            count(**{f"d{i:04d}": d for i, d in enumerate(datasets)})
+            return 1000 * (time.perf_counter() - start) / args.links
+
+        rows = {"aiida-core as released": per_link()}
+        original = links.NodeLinks.validate_incoming
+
+        def no_cycle_query_while_unstored(self, source, link_type, link_label):
+            if self._node.is_stored:
+                return original(self, source, link_type, link_label)
+            link_utils.validate_link(source, self._node, link_type, link_label, backend=self._node.backend)
+            return None
+
+        links.NodeLinks.validate_incoming = no_cycle_query_while_unstored
+        try:
+            rows["no cycle query while the process node is unstored"] = per_link()
+            validate_link = link_utils.validate_link
+            link_utils.validate_link = lambda *_, **__: None
+            try:
+                rows["and no validate_link"] = per_link()
+            finally:
+                link_utils.validate_link = validate_link
+        finally:
+            links.NodeLinks.validate_incoming = original
+        for name, ms in rows.items():
+            print(f"{name:55s} {ms:6.2f} ms per input link")
+    result = {
+        "command": "python benchmarks/input_link_cost.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+        "date": time.strftime("%Y-%m-%d"),
+        "links": args.links,
+        "ms_per_link": {name: round(ms, 2) for name, ms in rows.items()},
+    }
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
