@@ -17,15 +17,12 @@ Results: ``benchmarks/results/input_link_cost.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import cpu_model  # noqa: E402
+from scratch_profile import scratch_profile, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SN2 = ROOT.parent / "shared" / "data" / "sn2"
@@ -37,19 +34,15 @@ def main() -> None:
     parser.add_argument("--links", type=int, default=200)
     parser.add_argument("--out", type=Path, default=RESULTS / "input_link_cost.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="lmlp-links-") as scratch:
-        os.environ["AIIDA_PATH"] = scratch
-        from aiida import load_profile, orm
+    with scratch_profile("links"):
+        from aiida import orm
         from aiida.engine import calcfunction
         from aiida.orm.nodes import links
         from aiida.orm.utils import links as link_utils
         from ase.io import read
 
-        from aiida_lmlp.campaign.profiles import create_profile
         from aiida_lmlp.data import LmlpDatasetData
 
-        create_profile("embedded", "links", Path(scratch))
-        load_profile("links")
         frames = read(SN2 / "pool_a.extxyz", ":5")
         datasets = [LmlpDatasetData.from_atoms(frames).store() for _ in range(args.links)]
 
@@ -84,15 +77,7 @@ def main() -> None:
             links.NodeLinks.validate_incoming = original
         for name, ms in rows.items():
             print(f"{name:55s} {ms:6.2f} ms per input link")
-    result = {
-        "command": "python benchmarks/input_link_cost.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
-        "date": time.strftime("%Y-%m-%d"),
-        "links": args.links,
-        "ms_per_link": {name: round(ms, 2) for name, ms in rows.items()},
-    }
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, {"links": args.links, "ms_per_link": {name: round(ms, 2) for name, ms in rows.items()}})
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import cpu_model  # noqa: E402
+from scratch_profile import scratch_profile, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SN2 = ROOT.parent / "shared" / "data" / "sn2"
@@ -133,16 +133,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "quickstart_learning_curve.json")
     args = parser.parse_args()
     spec = yaml.safe_load(SPEC.read_text())
-    with tempfile.TemporaryDirectory(prefix="lmlp-learning-curve-") as scratch:
-        workdir = Path(scratch)
-        os.environ["AIIDA_PATH"] = str(workdir)
-        from aiida import load_profile
-
-        from aiida_lmlp.campaign.profiles import create_profile
-
+    with scratch_profile("learning-curve") as workdir:
         test = independent_test_set(spec, workdir)
-        create_profile("embedded", "learning-curve", workdir)
-        load_profile("learning-curve")
         runs = []
         for seed in args.seeds:
             for stop_at in args.stops:
@@ -168,19 +160,17 @@ def main() -> None:
                 )
                 curve = " → ".join(f"{v['test_rmse_forces_mev_per_angstrom']:.0f}" for v in versions)
                 print(f"stop_at {stop_at:5s} seed {seed}: force RMSE per version (meV/Å) {curve}  [{seconds:.0f} s]")
-    result = {
-        "command": "python benchmarks/quickstart_learning_curve.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
-        "date": time.strftime("%Y-%m-%d"),
-        "test_set": {
-            "conformations": len(test),
-            "level": "HF/STO-3G (PySCF)",
-            "source": "sn2 pool_a + pool_b, Cl+CH3Cl, minus the quickstart's 10 starts",
+    write_result(
+        args.out,
+        {
+            "test_set": {
+                "conformations": len(test),
+                "level": "HF/STO-3G (PySCF)",
+                "source": "sn2 pool_a + pool_b, Cl+CH3Cl, minus the quickstart's 10 starts",
+            },
+            "runs": runs,
         },
-        "runs": runs,
-    }
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    )
 
 
 if __name__ == "__main__":

@@ -16,17 +16,14 @@ Results: ``benchmarks/results/screening_inputs.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import cpu_model  # noqa: E402
+from scratch_profile import scratch_profile, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SN2 = ROOT.parent / "shared" / "data" / "sn2"
@@ -38,18 +35,14 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", type=int, default=[10, 50, 200])
     parser.add_argument("--out", type=Path, default=RESULTS / "screening_inputs.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="lmlp-screening-") as scratch:
-        os.environ["AIIDA_PATH"] = scratch
-        from aiida import load_profile, orm
+    with scratch_profile("screening"):
+        from aiida import orm
         from ase.io import read
 
-        from aiida_lmlp.campaign.profiles import create_profile
         from aiida_lmlp.data import LmlpDatasetData
         from aiida_lmlp.potential.conformation_arrays import ConformationArrays
         from aiida_lmlp.workflows.screening import screen_candidates
 
-        create_profile("embedded", "screening", Path(scratch))
-        load_profile("screening")
         frames = [a for a in read(SN2 / "pool_a.extxyz", ":") if a.info["reaction"] == "Cl+CH3Cl"]
         rng = np.random.default_rng(0)
 
@@ -90,14 +83,7 @@ def main() -> None:
             carried = time.perf_counter() - start
             rows.append({"datasets": n, "every_dataset_s": round(every, 3), "known_and_newest_s": round(carried, 3)})
             print(f"{n:4d} datasets: every dataset as input {every:.2f} s, known + newest {carried:.2f} s", flush=True)
-    result = {
-        "command": "python benchmarks/screening_inputs.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
-        "date": time.strftime("%Y-%m-%d"),
-        "rows": rows,
-    }
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, {"rows": rows})
 
 
 if __name__ == "__main__":
