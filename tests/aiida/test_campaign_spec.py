@@ -70,3 +70,15 @@ def test_launch_refuses_a_missing_code_before_storing_anything(tmp_path, aiida_p
     assert result.exit_code != 0
     assert "codes.train: code 'no-such-code@localhost' cannot be loaded" in result.output
     assert orm.QueryBuilder().append(orm.Node).count() == before
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
+    """YAML itself keeps the last of two equal keys without a word; a spec must not."""
+    text = (ROOT / "workflows" / "quickstart.yaml").read_text()
+    assert "  stop_at: lower" in text
+    path = tmp_path / "twice.yaml"
+    path.write_text(text.replace("  stop_at: lower", "  stop_at: lower\n  stop_at: never", 1))
+    line = text[: text.index("  stop_at: lower")].count("\n") + 1
+    message = rf"found the key 'stop_at' twice \(first at line {line}\)(.|\n)*line {line + 1}"
+    with pytest.raises(SpecError, match=message):
+        load_spec(path)
