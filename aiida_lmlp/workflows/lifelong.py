@@ -22,11 +22,12 @@ from aiida import orm
 from aiida.engine import ToContext, WorkChain, if_, while_
 
 from aiida_lmlp.calculations.explore import LmlpExploreCalculation
-from aiida_lmlp.data.dataset import LmlpDatasetData, select_conformations
+from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
 from aiida_lmlp.data.potential import LmlpPotentialData
 from aiida_lmlp.potential.exploration import trajectory_counts
 from aiida_lmlp.registry import register_version
 
+from .data_stream import segments_to_merge
 from .label import LabelWorkChain
 from .links import outputs_of
 from .reporting import CallerNamedReport
@@ -63,6 +64,12 @@ def _positive(name: str):
         return None
 
     return validate
+
+
+def _at_least_two(value: orm.Int | None, _) -> str | None:
+    if value is not None and value.value < 2:
+        return f"stream_merge_width must be at least 2, got {value.value}"
+    return None
 
 
 def _validate_fraction(value: orm.Float | None, _) -> str | None:
@@ -145,6 +152,14 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
             validator=_positive("convergence_patience"),
             help="... for this many consecutive iterations.",
         )
+        spec.input(
+            "stream_merge_width",
+            valid_type=orm.Int,
+            default=lambda: orm.Int(8),
+            validator=_at_least_two,
+            help="Merge the training data stream's last this many segments of one tier into one "
+            "(aiida_lmlp.workflows.data_stream): the training's inputs grow as log(iterations).",
+        )
         spec.input("campaign", valid_type=orm.Str, required=False, help="Registry name (default: lifelong-<pk>).")
         spec.inputs.validator = _validate_inputs
         spec.outline(
@@ -182,6 +197,7 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         self.ctx.version = -1
         self.ctx.potential = self.inputs.parent_potential.pk if "parent_potential" in self.inputs else None
         self.ctx.labelled = []  # pks of labelled datasets, the data stream of the campaign
+        self.ctx.stream = []  # [pk, tier] segments of that stream, what training takes (see data_stream)
         self.ctx.dft_used = 0
         self.ctx.quiet = 0  # consecutive iterations below the convergence fraction
         self.ctx.stop_reason = None
@@ -195,7 +211,7 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         self.ctx.explore_start = None  # pk of the start set when it differs from the initial structures
         structures = self.inputs.structures
         if structures.base.attributes.get("labelled_count") == structures.count:
-            self.ctx.labelled.append(structures.pk)
+            self._add_to_stream(structures.pk)
         if self.ctx.potential is not None:
             self.ctx.version = 0
             self._register(self.inputs.parent_potential, parent=None)
@@ -225,7 +241,7 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         self.ctx.dropped.extend(dropped)
         if "labelled" not in node.outputs:
             return self.exit_codes.ERROR_INITIAL_LABELLING_FAILED
-        self.ctx.labelled.append(node.outputs.labelled.pk)
+        self._add_to_stream(node.outputs.labelled.pk)
         if dropped and "explore_structures" not in self.inputs:
             # MD from a structure no DFT run could label (a wrong charge or spin, say) only visits more
             # such structures: they would be chosen as uncertain and waste the DFT budget failing again.
@@ -240,8 +256,25 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         """True unless a parent version was given."""
         return self.ctx.potential is None
 
+    def _add_to_stream(self, pk: int) -> None:
+        """A labelled dataset joins the data stream; the stream's trailing segments merge when due."""
+        self.ctx.labelled.append(pk)
+        if "stream" not in self.ctx:  # checkpointed by an earlier aiida-lmlp: training takes ``labelled``
+            return
+        self.ctx.stream.append([pk, 0])
+        width = self.inputs.stream_merge_width.value
+        while count := segments_to_merge([tier for _, tier in self.ctx.stream], width):
+            segments = self.ctx.stream[-count:]
+            tier = segments[-1][1] + 1
+            merged = merge_datasets(
+                **{f"s{i:03d}": orm.load_node(pk) for i, (pk, _) in enumerate(segments)},
+                metadata={"call_link_label": f"merge_stream_{self.ctx.iteration:03d}_tier{tier}"},
+            )
+            self.ctx.stream = [*self.ctx.stream[:-count], [merged.pk, tier]]
+
     def _datasets(self) -> dict:
-        return {f"d{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.labelled)}
+        pks = [pk for pk, _ in self.ctx.stream] if "stream" in self.ctx else self.ctx.labelled
+        return {f"d{i:03d}": orm.load_node(pk) for i, pk in enumerate(pks)}
 
     def train_first(self):
         """Train version 0 on the initial data."""
@@ -403,7 +436,7 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
             self.ctx.dropped.extend({**d, "iteration": self.ctx.iteration} for d in dropped)
             self.ctx.record["dropped"] = len(dropped)
         if "labelled" in outputs:
-            self.ctx.labelled.append(outputs["labelled"].pk)
+            self._add_to_stream(outputs["labelled"].pk)
             self.ctx.record["labelled"] = outputs["labelled"].count
             self.ctx.new_data = True
         else:

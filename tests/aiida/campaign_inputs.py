@@ -36,7 +36,10 @@ def initial_structures(count: int = 8, impossible: int = 0) -> LmlpDatasetData:
 
 
 def campaign_inputs(code: orm.Code, structures: LmlpDatasetData, **overrides) -> dict:
-    """A campaign that labels, trains, explores 2 × 12 MD steps and selects up to 3 per iteration."""
+    """A campaign that labels, trains, explores 2 × 12 MD steps and selects up to 3 per iteration.
+
+    Its training data stream merges pairs of segments (``stream_merge_width`` 2, default 8).
+    """
     options = {"max_wallclock_seconds": 900}
     inputs = {
         "structures": structures,
@@ -54,6 +57,8 @@ def campaign_inputs(code: orm.Code, structures: LmlpDatasetData, **overrides) ->
         "selection": orm.Dict({"max_per_iteration": 3}),
         "max_iterations": orm.Int(2),
         "dft_budget": orm.Int(40),
+        # merge the data stream's segments in pairs, so that two iterations already merge once
+        "stream_merge_width": orm.Int(2),
     }
     inputs.update(overrides)
     return inputs

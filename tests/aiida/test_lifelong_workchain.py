@@ -146,3 +146,28 @@ def test_every_trajectory_ends_at_its_first_uncertain_conformation(campaign):
         np.testing.assert_array_equal(above, stopped)
         stopped_anywhere += int(stopped.sum())
     assert stopped_anywhere, "some trajectory met an uncertain conformation (else the campaign selected nothing)"
+
+
+def test_the_training_data_stream_is_merged_in_segments(campaign):
+    """Width 2: the initial data and the first iteration's labels merge; the last training takes 2 segments."""
+    from aiida.common.links import LinkType
+
+    from aiida_lmlp.calculations import LmlpTrainCalculation
+    from aiida_lmlp.workflows.screening import geometry_keys
+
+    results, node = campaign
+    labelled = [results["labelled"][key] for key in sorted(results["labelled"].keys())]
+    calls = {link.link_label: link.node for link in node.base.links.get_outgoing(link_type=LinkType.CALL_CALC).all()}
+    merges = sorted(label for label in calls if label.startswith("merge_stream_"))
+    assert merges == ["merge_stream_001_tier1"] and len(labelled) == 3
+    merged = calls["merge_stream_001_tier1"]
+    inputs = merged.base.links.get_incoming(link_type=LinkType.INPUT_CALC).all_nodes()
+    assert {n.pk for n in inputs} == {labelled[0].pk, labelled[1].pk}
+    (segment,) = merged.base.links.get_outgoing().all_nodes()
+    assert segment.ids == labelled[0].ids + labelled[1].ids  # in stream order
+    last = results["potential"].creator
+    assert isinstance(last.process_class, type) and issubclass(last.process_class, LmlpTrainCalculation)
+    datasets = [last.inputs.datasets[key] for key in sorted(last.inputs.datasets)]
+    assert [d.pk for d in datasets] == [segment.pk, labelled[2].pk]
+    # the same conformations as every labelled dataset, in the same order
+    assert [k for d in datasets for k in geometry_keys(d)] == [k for d in labelled for k in geometry_keys(d)]
