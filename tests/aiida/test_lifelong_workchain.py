@@ -171,3 +171,45 @@ def test_the_training_data_stream_is_merged_in_segments(campaign):
     assert [d.pk for d in datasets] == [segment.pk, labelled[2].pk]
     # the same conformations as every labelled dataset, in the same order
     assert [k for d in datasets for k in geometry_keys(d)] == [k for d in labelled for k in geometry_keys(d)]
+
+
+def test_a_campaign_checkpointed_before_known_and_stream_goes_on_as_then(campaign, lmlp_code):
+    """Contexts without ``known`` / ``stream`` (saved by an earlier aiida-lmlp): every dataset as input, as then.
+
+    The step methods run on a fresh, never-started instance with the context such a checkpoint holds;
+    the screening decides as the campaign's own (carried-state) screening did.
+    """
+    from aiida.engine.utils import instantiate_process
+    from aiida.manage import get_manager
+    from aiida.orm import load_node
+
+    from aiida_lmlp.workflows.lifelong import LifelongWorkChain
+
+    from .campaign_inputs import campaign_inputs
+
+    results, node = campaign
+    calls = {link.link_label: link.node for link in node.base.links.get_outgoing().all()}
+    labelled = [results["labelled"][key] for key in sorted(results["labelled"].keys())]
+    inputs = campaign_inputs(lmlp_code("lmlp.train"), node.inputs.structures)
+    process = instantiate_process(get_manager().get_runner(), LifelongWorkChain, **inputs)
+    ctx = process.ctx
+    ctx.labelled = [d.pk for d in labelled[:2]]
+    ctx.selected = [calls["screen_001"].outputs.selected.pk]
+    ctx.exploration, ctx.potential = calls["explore_002"], calls["explore_002"].inputs.potential.pk
+    ctx.iteration, ctx.dft_used, ctx.record = 2, node.outputs.report["iterations"][0]["dft_used"], {}
+    # the training stream: the datasets one by one, nothing merged
+    assert [d.pk for d in process._datasets().values()] == ctx.labelled
+    process._add_to_stream(labelled[2].pk)
+    assert "stream" not in ctx and [d.pk for d in process._datasets().values()] == [d.pk for d in labelled]
+    # the screening of iteration 2 from every dataset: the same decision as the campaign's own
+    ctx.labelled = [d.pk for d in labelled[:2]]
+    process.screen()
+    own = calls["screen_002"].outputs.report.get_dict()
+    mine = ctx.record
+    assert {k: mine[k] for k in ("visited", "known", "uncertain", "selected")} == {
+        k: own[k] for k in ("visited", "known", "uncertain", "selected")
+    }
+    if "selected" in calls["screen_002"].outputs:
+        assert load_node(ctx.candidates).ids == calls["screen_002"].outputs.selected.ids
+    else:
+        assert ctx.candidates is None
