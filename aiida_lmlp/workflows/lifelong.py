@@ -294,7 +294,7 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         return ToContext(training=self.submit(TrainEnsembleWorkChain, **inputs))
 
     def _register(self, potential: LmlpPotentialData, parent: LmlpPotentialData | None) -> None:
-        size = len({i for pk in self.ctx.labelled for i in orm.load_node(pk).ids})
+        size = len({i for dataset in self._datasets().values() for i in dataset.ids})
         register_version(
             potential,
             self.ctx.campaign,

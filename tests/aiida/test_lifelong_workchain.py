@@ -171,6 +171,9 @@ def test_the_training_data_stream_is_merged_in_segments(campaign):
     assert [d.pk for d in datasets] == [segment.pk, labelled[2].pk]
     # the same conformations as every labelled dataset, in the same order
     assert [k for d in datasets for k in geometry_keys(d)] == [k for d in labelled for k in geometry_keys(d)]
+    # the registry's data size counts them from the segments: every distinct labelled conformation
+    size = results["potential"].base.extras.get("lmlp_dataset_size")
+    assert size == len({i for d in labelled for i in d.ids}) == sum(d.count for d in labelled)
 
 
 def test_a_campaign_checkpointed_before_known_and_stream_goes_on_as_then(campaign, lmlp_code):
