@@ -22,11 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scratch_profile import scratch_profile, write_result  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SN2 = ROOT.parent / "shared" / "data" / "sn2"
-RESULTS = ROOT / "benchmarks" / "results"
+from scratch_profile import RESULTS, SN2, scratch_profile, write_result  # noqa: E402
 
 
 def main() -> None:

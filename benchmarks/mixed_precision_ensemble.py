@@ -26,13 +26,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scratch_profile import write_result  # noqa: E402
+from scratch_profile import RESULTS, write_result  # noqa: E402
 from structures import SN2_ELEMENTS, sn2_conformations  # noqa: E402
 from timing import interleaved_medians  # noqa: E402
 
 from aiida_lmlp.potential import EeACSF, Ensemble  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def mixed_copy(model: Ensemble) -> Ensemble:

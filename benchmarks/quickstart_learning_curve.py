@@ -32,11 +32,8 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scratch_profile import scratch_profile, write_result  # noqa: E402
+from scratch_profile import RESULTS, ROOT, SN2, scratch_profile, write_result  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SN2 = ROOT.parent / "shared" / "data" / "sn2"
-RESULTS = ROOT / "benchmarks" / "results"
 SPEC = ROOT / "workflows" / "quickstart.yaml"
 
 

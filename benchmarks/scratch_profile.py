@@ -1,4 +1,4 @@
-"""Shared pieces of the AiiDA benchmarks: a scratch embedded profile, and the results file."""
+"""Shared pieces of the AiiDA benchmarks: paths, a scratch embedded profile, and the results file."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from timing import cpu_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SN2 = ROOT.parent / "shared" / "data" / "sn2"  # the SN2 reference data beside the checkout
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 @contextmanager
