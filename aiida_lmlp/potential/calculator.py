@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .ensemble import Ensemble
+from .ensemble import Ensemble, EnsemblePrediction
 from .neighbors import DEFAULT_MIN_DISTANCE
 
 __all__ = ["LmlpCalculator"]
@@ -46,29 +47,36 @@ class LmlpCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Evaluate the ensemble once and fill :attr:`results` for all properties."""
         super().calculate(atoms, properties, system_changes)
-        periodic = bool(self.atoms.pbc.all())
-        prediction = self.model.evaluate(
-            self.atoms,
-            forces=True,
-            member_forces=self.forces_uncertainty,
-            stress=periodic,
-            min_distance=self.min_distance,
-            allow_self_images=self.allow_self_images,
-        )
-        energy = float(prediction.energy[0])
+        prediction = self.model.evaluate(self.atoms, **self.evaluate_options(self.atoms))
+        self.set_results(prediction, 0, properties)
+
+    def evaluate_options(self, atoms: Atoms) -> dict:
+        """The keyword arguments of :meth:`Ensemble.evaluate` this calculator uses for ``atoms``."""
+        return {
+            "forces": True,
+            "member_forces": self.forces_uncertainty,
+            "stress": bool(atoms.pbc.all()),
+            "min_distance": self.min_distance,
+            "allow_self_images": self.allow_self_images,
+        }
+
+    def set_results(self, prediction: EnsemblePrediction, index: int, properties=("energy",)) -> None:
+        """Fill :attr:`results` from structure ``index`` of a (batch) ``prediction`` made for ``self.atoms``."""
+        atoms = prediction.atoms_of(index)
+        energy = float(prediction.energy[index])
         self.results = {
             "energy": energy,
             "free_energy": energy,
-            "energies": prediction.atomic_energies.copy(),
-            "forces": prediction.forces.copy(),
-            "energy_uncertainty": float(prediction.energy_uncertainty[0]),
-            "energy_members": prediction.energy_members[:, 0].copy(),
+            "energies": prediction.atomic_energies[atoms].copy(),
+            "forces": prediction.forces[atoms].copy(),
+            "energy_uncertainty": float(prediction.energy_uncertainty[index]),
+            "energy_members": prediction.energy_members[:, index].copy(),
         }
         if prediction.forces_uncertainty is not None:
-            self.results["forces_uncertainty"] = prediction.forces_uncertainty.copy()
-            self.results["forces_members"] = prediction.forces_members.copy()
-        if periodic:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(prediction.stress[0])
+            self.results["forces_uncertainty"] = prediction.forces_uncertainty[atoms].copy()
+            self.results["forces_members"] = prediction.forces_members[:, atoms].copy()
+        if self.atoms.pbc.all():
+            self.results["stress"] = full_3x3_to_voigt_6_stress(prediction.stress[index])
         elif "stress" in properties:
             # ASE's own error for a cell-less system
             from ase.calculators.calculator import PropertyNotImplementedError

@@ -32,8 +32,8 @@ from ase import Atoms, units
 from .conformation_arrays import FINGERPRINT_KEY, write_frames
 
 if TYPE_CHECKING:  # torch is imported only when exploring, so the protocol and the reader work without it
-    from .calculator import LmlpCalculator
     from .ensemble import Ensemble
+    from .lockstep import Lockstep
 
 __all__ = [
     "FINGERPRINT_KEY",
@@ -58,6 +58,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "timestep": {"md": 0.5},
     "friction": {"md": 0.01},
     "seed": {"md": 0},
+    "replicas": {"md": 1},
     "optimizer": {"relax": "bfgs", "neb": "fire"},
     "fmax": {"relax": 0.05, "neb": 0.1},
     "images": {"neb": 5},
@@ -120,6 +121,7 @@ class ExplorationProtocol:
     timestep: float | None = None  # fs (md)
     friction: float | None = None  # 1/fs (md)
     seed: int | None = None  # md: velocities and Langevin noise of trajectory i from default_rng([seed, i])
+    replicas: int | None = None  # md: trajectories per start structure (replica r > 0: default_rng([seed, i, r]))
     optimizer: str | None = None  # bfgs | fire (relax, neb)
     fmax: float | None = None  # eV/Å (relax, neb)
     images: int | None = None  # intermediate images (neb)
@@ -151,7 +153,7 @@ class ExplorationProtocol:
             return _number(key, value, minimum=0.0, strict=True)
         if key in ("seed", "steps"):
             return _integer(key, value, minimum=0)
-        if key in ("images", "sample_every", "max_frames"):
+        if key in ("images", "sample_every", "max_frames", "replicas"):
             return _integer(key, value, minimum=1)
         if key == "climb":
             if not isinstance(value, (bool, np.bool_)):
@@ -196,6 +198,7 @@ class TrajectoryReport:
     """What happened to one starting structure (or NEB path); the ``trajectories`` entries of summary.json."""
 
     start_index: int
+    replica: int = 0  # md: which of the start structure's replicas (protocol key ``replicas``)
     steps: int = 0  # dynamics/optimiser steps done (0 for evaluate or an error before the first step)
     frames: int = 0  # conformations recorded
     stopped_early: bool = False  # stopped because an uncertainty passed its threshold
@@ -343,14 +346,19 @@ class _FrameSink:
         self.keep = keep
         self.fingerprints = fingerprints
         self.count = 0
-        self.frames: list[Atoms] = []
+        self._recorded: list[tuple[int, Atoms]] = []  # (trajectory ordinal, frame) in recording order
+
+    @property
+    def frames(self) -> list[Atoms]:
+        """The kept frames trajectory by trajectory (recording interleaves the trajectories run in lockstep)."""
+        return [frame for _, frame in sorted(self._recorded, key=lambda item: item[0])]
 
     @property
     def full(self) -> bool:
         return self.count >= self.max_frames
 
-    def add(self, frames: Sequence[Atoms]) -> bool:
-        """Record ``frames`` with their fingerprints (one batch); False if the cap kept some of them out.
+    def add(self, frames: Sequence[Atoms], ordinal: int = 0) -> bool:
+        """Record ``frames`` of trajectory ``ordinal``, with fingerprints (one batch); False if the cap kept some out.
 
         The fingerprints are computed before anything is written, so a failure records none of ``frames``.
         """
@@ -368,7 +376,7 @@ class _FrameSink:
                 self.handle.write(buffer.getvalue())
                 self.handle.flush()
             if self.keep:
-                self.frames.append(frame)
+                self._recorded.append((ordinal, frame))
             self.count += 1
         return len(fitting) == len(frames)
 
@@ -459,13 +467,14 @@ def _drive(
     carried: dict,
     protocol: ExplorationProtocol,
     sink: _FrameSink,
+    ordinal: int = 0,
 ) -> None:
-    """Run one trajectory: evaluate every step, stop on uncertainty, record sampled and last frames."""
+    """Run trajectory ``ordinal``: evaluate every step, stop on uncertainty, record sampled and last frames."""
     pending: list[_Snapshot] | None = None  # the last evaluated step, if not recorded yet
 
     def record(snapshots: Sequence[_Snapshot]) -> bool:
         before = sink.count
-        complete = sink.add([s.frame for s in snapshots])
+        complete = sink.add([s.frame for s in snapshots], ordinal)
         report.frames += sink.count - before
         return complete
 
@@ -515,33 +524,28 @@ def _drive(
             report.error = report.error or str(error) or type(error).__name__
 
 
-def _calculator(model: Ensemble) -> LmlpCalculator:
-    from .calculator import LmlpCalculator
-
-    return LmlpCalculator(model, forces_uncertainty=True)
-
-
-def _working_copy(atoms: Atoms, model: Ensemble) -> Atoms:
+def _working_copy(atoms: Atoms, hub: Lockstep) -> Atoms:
     copy = atoms.copy()
-    copy.calc = _calculator(model)
+    copy.calc = hub.calculator(forces_uncertainty=True)
     return copy
 
 
-def _setup_evaluate(atoms: Atoms, model: Ensemble) -> Callable[[], tuple[_Stepper, _ImagesOf]]:
+def _setup_evaluate(atoms: Atoms, hub: Lockstep) -> Callable[[], tuple[_Stepper, _ImagesOf]]:
     def setup():
-        working = _working_copy(atoms, model)
+        working = _working_copy(atoms, hub)
         return iter([(0, None)]), lambda step: [(None, working)]
 
     return setup
 
 
-def _setup_md(atoms: Atoms, model: Ensemble, protocol: ExplorationProtocol, index: int):
+def _setup_md(atoms: Atoms, hub: Lockstep, protocol: ExplorationProtocol, index: int, replica: int):
     def setup():
         from ase.md import velocitydistribution
         from ase.md.langevin import Langevin
 
-        working = _working_copy(atoms, model)
-        rng = np.random.default_rng([protocol.seed, index])
+        working = _working_copy(atoms, hub)
+        # replica 0 draws what a run without replicas draws
+        rng = np.random.default_rng([protocol.seed, index] if replica == 0 else [protocol.seed, index, replica])
         # thermalize_momenta (ASE ≥ 3.29) is MaxwellBoltzmannDistribution under its new name
         thermalize = getattr(velocitydistribution, "thermalize_momenta", None)
         if thermalize is None:  # pragma: no cover - ASE < 3.29
@@ -572,9 +576,9 @@ def _optimizer(name: str, target, **kwargs):
     return {"bfgs": BFGS, "fire": FIRE}[name](target, logfile=None, **kwargs)
 
 
-def _setup_relax(atoms: Atoms, model: Ensemble, protocol: ExplorationProtocol):
+def _setup_relax(atoms: Atoms, hub: Lockstep, protocol: ExplorationProtocol):
     def setup():
-        working = _working_copy(atoms, model)
+        working = _working_copy(atoms, hub)
         optimizer = _optimizer(protocol.optimizer, working)
 
         def stepper():
@@ -586,7 +590,7 @@ def _setup_relax(atoms: Atoms, model: Ensemble, protocol: ExplorationProtocol):
     return setup
 
 
-def _setup_neb(initial: Atoms, final: Atoms, model: Ensemble, protocol: ExplorationProtocol):
+def _setup_neb(initial: Atoms, final: Atoms, hub: Lockstep, protocol: ExplorationProtocol):
     def setup():
         from ase.mep import NEB
 
@@ -595,10 +599,10 @@ def _setup_neb(initial: Atoms, final: Atoms, model: Ensemble, protocol: Explorat
                 f"the NEB endpoints differ in their atoms ({initial.get_chemical_formula()} with {len(initial)} "
                 f"atoms, {final.get_chemical_formula()} with {len(final)}); they need the same atoms in the same order"
             )
-        first, last = _working_copy(initial, model), _working_copy(final, model)
+        first, last = _working_copy(initial, hub), _working_copy(final, hub)
         for endpoint in (first, last):  # fail early on a structure the model cannot handle
             endpoint.get_forces()
-        images = [first] + [_working_copy(initial, model) for _ in range(protocol.images)] + [last]
+        images = [first] + [_working_copy(initial, hub) for _ in range(protocol.images)] + [last]
         neb = NEB(images, climb=protocol.climb, method="improvedtangent")
         neb.interpolate(method="idpp", mic=bool(np.any(initial.pbc)))
         optimizer = _optimizer(protocol.optimizer, neb)
@@ -623,23 +627,33 @@ def explore(
     keep_frames: bool = True,
     on_trajectory: Callable[[TrajectoryReport], None] | None = None,
     archive: str | os.PathLike | None = None,
+    batch_atoms: int | None = None,
 ) -> ExplorationResult:
     """Explore from every structure (every endpoint pair for NEB) with the ensemble ``model``.
 
+    All trajectories run together, in lockstep (:mod:`.lockstep`): each step's structures of
+    every running trajectory are evaluated in one batched call of at most ``batch_atoms`` atoms
+    (default :data:`~.lockstep.BATCH_ATOMS`; 1 evaluates them one by one). MD runs
+    ``protocol.replicas`` trajectories from every start structure.
+
     ``out``: append every recorded frame to this extxyz file as it is recorded (one write and
-    flush per frame, the file is truncated first). ``summary``: rewrite this JSON file
-    atomically after every trajectory (``complete`` false until the end). ``keep_frames=False``
-    leaves :attr:`ExplorationResult.frames` empty. ``on_trajectory`` is called with each
-    finished :class:`TrajectoryReport`. ``archive``: once every trajectory has ended, write all
-    recorded frames as one conformation archive (``.npz``), before the summary says
-    ``complete``; a run cut short leaves only ``out``. Every recorded frame carries its
-    :func:`descriptor_fingerprints` row under the info key :data:`FINGERPRINT_KEY`.
+    flush per frame, the file is truncated first; the trajectories' frames interleave).
+    ``summary``: rewrite this JSON file atomically whenever a trajectory ends (``complete``
+    false until the end, the ended trajectories in their order). ``keep_frames=False`` leaves
+    :attr:`ExplorationResult.frames` empty; otherwise it holds the frames trajectory by
+    trajectory. ``on_trajectory`` is called with each finished :class:`TrajectoryReport`.
+    ``archive``: once every trajectory has ended, write all recorded frames, trajectory by
+    trajectory, as one conformation archive (``.npz``), before the summary says ``complete``; a
+    run cut short leaves only ``out``. Every recorded frame carries its
+    :func:`descriptor_fingerprints` row under the info key :data:`FINGERPRINT_KEY`, MD frames of
+    a protocol with ``replicas`` > 1 also their ``replica``.
 
     Raises :class:`ProtocolError` for an invalid protocol and :class:`ValueError` for an odd
     number of NEB endpoints, before any file is touched. A structure the model cannot handle
     (:class:`~aiida_lmlp.potential.StructureError`) ends only its own trajectory.
     """
     from .ensemble import Ensemble
+    from .lockstep import BATCH_ATOMS, Lockstep
 
     if not isinstance(protocol, ExplorationProtocol):
         protocol = ExplorationProtocol.from_dict(protocol)
@@ -649,40 +663,58 @@ def explore(
         raise ValueError(
             f"NEB needs pairs of endpoints (initial, final, initial, final, ...), got an odd number: {len(structures)}"
         )
+    hub = Lockstep(model, batch_atoms=BATCH_ATOMS if batch_atoms is None else batch_atoms)
     result = ExplorationResult(protocol=protocol, model_sha256=model.content_sha256)
+    # (report, start structure, set-up, carried info) of every trajectory, in output order
+    trajectories: list[tuple[TrajectoryReport, Atoms, Callable, dict]] = []
     if protocol.kind == "neb":
-        starts = [
-            (p, structures[2 * p], _setup_neb(structures[2 * p], structures[2 * p + 1], model, protocol))
-            for p in range(len(structures) // 2)
-        ]
+        for p in range(len(structures) // 2):
+            setup = _setup_neb(structures[2 * p], structures[2 * p + 1], hub, protocol)
+            trajectories.append((TrajectoryReport(start_index=p), structures[2 * p], setup, {}))
+    elif protocol.kind == "md":
+        for i, atoms in enumerate(structures):
+            for r in range(protocol.replicas):
+                extra = {"replica": r} if protocol.replicas > 1 else {}
+                report = TrajectoryReport(start_index=i, replica=r)
+                trajectories.append((report, atoms, _setup_md(atoms, hub, protocol, i, r), extra))
     else:
-        setups = {
-            "evaluate": lambda i, a: _setup_evaluate(a, model),
-            "md": lambda i, a: _setup_md(a, model, protocol, i),
-            "relax": lambda i, a: _setup_relax(a, model, protocol),
-        }[protocol.kind]
-        starts = [(i, atoms, setups(i, atoms)) for i, atoms in enumerate(structures)]
+        setup_of = _setup_evaluate if protocol.kind == "evaluate" else lambda a, h: _setup_relax(a, h, protocol)
+        for i, atoms in enumerate(structures):
+            trajectories.append((TrajectoryReport(start_index=i), atoms, setup_of(atoms, hub), {}))
     if archive is not None:
         Path(archive).unlink(missing_ok=True)  # never a stale archive beside a new run
     keep = keep_frames or archive is not None
     sink = _FrameSink(out, protocol.max_frames, keep, lambda frames: descriptor_fingerprints(model, frames))
-    try:
-        for index, start, setup in starts:
-            report = TrajectoryReport(start_index=index)
+    ended: dict[int, TrajectoryReport] = {}
+
+    def simulation(ordinal: int) -> Callable[[], TrajectoryReport]:
+        report, start, setup, extra = trajectories[ordinal]
+
+        def run() -> TrajectoryReport:
             if sink.full:
                 report.truncated = True
             else:
-                _drive(report, setup, _carried(start), protocol, sink)
-            result.trajectories.append(report)
-            if summary is not None:
-                result.write_summary(summary)
-            if on_trajectory is not None:
-                on_trajectory(report)
+                _drive(report, setup, {**_carried(start), **extra}, protocol, sink, ordinal)
+            return report
+
+        return run
+
+    def finished(ordinal: int, report: TrajectoryReport) -> None:
+        ended[ordinal] = report
+        if summary is not None:
+            result.trajectories = [ended[k] for k in sorted(ended)]
+            result.write_summary(summary)
+        if on_trajectory is not None:
+            on_trajectory(report)
+
+    try:
+        result.trajectories = hub.run([simulation(k) for k in range(len(trajectories))], on_finished=finished)
     finally:
         sink.close()
+    frames = sink.frames if keep else []
     if archive is not None:
-        write_frames(archive, sink.frames)
-    result.frames = sink.frames if keep_frames else []
+        write_frames(archive, frames)
+    result.frames = frames if keep_frames else []
     result.complete = True
     if summary is not None:
         result.write_summary(summary)

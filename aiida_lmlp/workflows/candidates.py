@@ -40,6 +40,7 @@ __all__ = [
     "SelectionResult",
     "SelectionSettings",
     "SelectionSettingsError",
+    "candidate_ceiling",
     "forces_uncertainty_max",
     "min_interatomic_distances",
     "select_candidates",
@@ -185,6 +186,24 @@ class SelectionSettings:
             "stop_energy_uncertainty_per_atom": energy * rmse_e if math.isfinite(energy) else None,
             "stop_forces_uncertainty": forces * rmse_f if math.isfinite(forces) else None,
         }
+
+
+def candidate_ceiling(protocol: Mapping[str, Any], starts: int, stop_at: str) -> int | None:
+    """The most uncertain conformations one exploration can yield, or ``None`` when it is not bounded.
+
+    A trajectory that ends at its first conformation above the selection's lower thresholds
+    (``stop_at`` ``lower`` and no fixed stop threshold in the exploration ``protocol``) yields
+    at most that one: its earlier frames were all below them. So the bound is the number of
+    trajectories: ``starts`` × ``replicas`` for MD, one per endpoint pair for NEB, ``starts``
+    otherwise.
+    """
+    fixed = ("stop_energy_uncertainty_per_atom", "stop_forces_uncertainty")
+    if stop_at != "lower" or any(protocol.get(key) is not None for key in fixed):
+        return None
+    kind = protocol.get("kind", "md")
+    if kind == "neb":
+        return starts // 2
+    return starts * int(protocol.get("replicas", 1)) if kind == "md" else starts
 
 
 @dataclass(frozen=True)

@@ -216,6 +216,24 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
             self.ctx.version = 0
             self._register(self.inputs.parent_potential, parent=None)
         self.report(f"campaign {self.ctx.campaign}: {structures.count} initial structures")
+        self._report_candidate_ceiling()
+
+    def _report_candidate_ceiling(self) -> None:
+        """Say so when the trajectories cannot yield ``max_per_iteration`` candidates (one each at most)."""
+        from .candidates import SelectionSettings, candidate_ceiling
+
+        protocol = self.inputs.explore.protocol.get_dict() if "protocol" in self.inputs.explore else {}
+        starts = self.inputs.get("explore_structures", self.inputs.structures).count
+        ceiling = candidate_ceiling(protocol, starts, self.inputs.explore_stop_at.value)
+        selection = self.inputs.selection.get_dict() if "selection" in self.inputs else {}
+        wanted = SelectionSettings.from_dict(selection).max_per_iteration
+        if ceiling is not None and ceiling < wanted:
+            hint = " (explore.protocol.replicas runs several MD trajectories per start)"
+            self.report(
+                f"exploration: {ceiling} trajectories, each ending at its first uncertain conformation, give at "
+                f"most {ceiling} candidates per iteration, fewer than selection.max_per_iteration {wanted}"
+                + (hint if protocol.get("kind", "md") == "md" else "")
+            )
 
     def needs_initial_labels(self):
         """True when the initial structures carry no labels."""

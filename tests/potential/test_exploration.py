@@ -49,6 +49,7 @@ def test_protocol_defaults_and_errors_name_the_key():
         "timestep": 0.5,
         "friction": 0.01,
         "seed": 0,
+        "replicas": 1,
         "steps": 200,
         "sample_every": 10,
         "stop_energy_uncertainty_per_atom": None,
@@ -104,10 +105,11 @@ def test_evaluate_reproduces_the_calculator_frame_by_frame(sn2_model, sn2_frames
         reference.get_forces()
         r = reference.calc.results
         assert frame.info["start_index"] == index and frame.info["step"] == 0 and frame.info["stopped"] is False
-        assert frame.info["lmlp_energy"] == r["energy"]
-        assert frame.info["lmlp_energy_uncertainty"] == r["energy_uncertainty"]
-        np.testing.assert_array_equal(frame.arrays["lmlp_forces"], r["forces"])
-        np.testing.assert_array_equal(frame.arrays["lmlp_forces_uncertainty"], r["forces_uncertainty"])
+        # the four structures were evaluated in one batch: equal up to the rounding of a batched evaluation
+        assert frame.info["lmlp_energy"] == pytest.approx(r["energy"], rel=1e-13)
+        assert frame.info["lmlp_energy_uncertainty"] == pytest.approx(r["energy_uncertainty"], rel=1e-11)
+        np.testing.assert_allclose(frame.arrays["lmlp_forces"], r["forces"], rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(frame.arrays["lmlp_forces_uncertainty"], r["forces_uncertainty"], rtol=1e-11)
         np.testing.assert_array_equal(read_back.positions, atoms.positions)
         assert read_back.info["lmlp_energy"] == pytest.approx(r["energy"], abs=1e-8)
         np.testing.assert_allclose(read_back.arrays["lmlp_forces"], r["forces"], atol=1e-7)
@@ -144,19 +146,46 @@ def test_relax_lowers_the_energy_and_records_every_step(sn2_model, sn2_frames):
 def test_md_is_reproducible_and_records_every_nth_and_the_last_step(sn2_model, sn2_frames):
     protocol = {"kind": "md", "steps": 12, "sample_every": 5, "temperature": 500, "seed": 7}
     first = explore(sn2_model, sn2_frames[:2], protocol)
+    repeated = explore(sn2_model, sn2_frames[:2], protocol)
     again = explore(sn2_model, sn2_frames[:1], protocol)  # trajectory 0 does not depend on the others
     other = explore(sn2_model, sn2_frames[:1], {**protocol, "seed": 8})
     assert [(f.info["start_index"], f.info["step"]) for f in first.frames] == [
         (i, s) for i in (0, 1) for s in (0, 5, 10, 12)
     ]
     assert all(t.steps == 12 and t.frames == 4 and t.converged is None for t in first.trajectories)
-    assert len(again.frames) == 4
-    for a, b in zip(first.frames, again.frames):
+    for a, b in zip(first.frames, repeated.frames):  # the same run twice: the same bits
         np.testing.assert_array_equal(a.positions, b.positions)
         assert a.info["lmlp_energy"] == b.info["lmlp_energy"]
+    assert len(again.frames) == 4
+    for a, b in zip(first.frames, again.frames):  # alone, it was evaluated unbatched: equal up to rounding
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-11)
+        assert a.info["lmlp_energy"] == pytest.approx(b.info["lmlp_energy"], rel=1e-13)
     assert np.abs(first.frames[3].positions - other.frames[3].positions).max() > 1e-4
     assert np.abs(first.frames[3].positions - first.frames[0].positions).max() > 1e-3  # the atoms moved
     assert_clean(first.frames)
+
+
+def test_md_replicas_run_from_every_start_with_their_own_noise(sn2_model, sn2_frames):
+    protocol = {"kind": "md", "steps": 6, "sample_every": 3, "temperature": 500, "seed": 4}
+    single = explore(sn2_model, sn2_frames[:2], protocol)
+    result = explore(sn2_model, sn2_frames[:2], {**protocol, "replicas": 3})
+    assert [(t.start_index, t.replica) for t in result.trajectories] == [(i, r) for i in (0, 1) for r in range(3)]
+    assert [(f.info["start_index"], f.info["replica"], f.info["step"]) for f in result.frames] == [
+        (i, r, s) for i in (0, 1) for r in range(3) for s in (0, 3, 6)
+    ]
+    assert "replica" not in single.frames[0].info and single.summary()["trajectories"][0]["replica"] == 0
+    # replica 0 is the trajectory a run without replicas makes (up to the rounding of other batches)
+    for a, b in zip([f for f in result.frames if f.info["replica"] == 0], single.frames):
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-10)
+    # the replicas of one start structure draw their own velocities and noise
+    last = {(f.info["start_index"], f.info["replica"]): f.positions for f in result.frames if f.info["step"] == 6}
+    for i in (0, 1):
+        assert min(np.abs(last[i, r] - last[i, q]).max() for r, q in ((0, 1), (0, 2), (1, 2))) > 1e-3
+    assert_clean(result.frames)
+    for bad, problem in (({"kind": "relax", "replicas": 2}, "does not apply"), ({"replicas": 0}, "≥ 1")):
+        with pytest.raises(ProtocolError, match=problem) as caught:
+            ExplorationProtocol.from_dict(bad)
+        assert caught.value.key == "replicas"
 
 
 def test_a_tiny_threshold_stops_every_trajectory_at_the_first_step(sn2_model, sn2_frames):
@@ -235,9 +264,11 @@ def test_max_frames_caps_the_output(sn2_model, sn2_frames):
     result = explore(sn2_model, sn2_frames[:4], {"kind": "evaluate", "max_frames": 2})
     assert len(result.frames) == 2 and result.summary()["frames"] == 2
     assert [t.truncated for t in result.trajectories] == [False, False, True, True]
+    # the trajectories run in lockstep, so the cap falls on both: steps 0 of both, then step 1 of the first
     result = explore(sn2_model, sn2_frames[:2], {"kind": "relax", "steps": 10, "max_frames": 3})
     assert len(result.frames) == 3 and [t.truncated for t in result.trajectories] == [True, True]
-    assert result.trajectories[1].frames == 0
+    assert [t.frames for t in result.trajectories] == [2, 1]
+    assert [(f.info["start_index"], f.info["step"]) for f in result.frames] == [(0, 0), (0, 1), (1, 0)]
 
 
 def test_progressive_output_survives_a_kill(sn2_model, sn2_frames, tmp_path):
@@ -255,16 +286,22 @@ def test_progressive_output_survives_a_kill(sn2_model, sn2_frames, tmp_path):
 def test_an_error_during_a_trajectory_keeps_its_frames_and_spares_the_others(sn2_model, sn2_frames, monkeypatch):
     from aiida_lmlp.potential import StructureError
 
-    evaluate, calls = sn2_model.evaluate, []
+    evaluate, first = sn2_model.evaluate, sn2_frames[0]
+    calls, seen = [], []  # the number of structures of every evaluation; evaluations with the first
 
-    def fail_on_the_fifth_call(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise StructureError("#0", "atoms 0 (C) and 1 (Cl) are 0.2 Å apart")
-        return evaluate(*args, **kwargs)
+    def fail_from_the_fifth_evaluation_of_the_first(structures, **kwargs):
+        calls.append(len(structures))
+        if any(s.get_chemical_formula() == first.get_chemical_formula() for s in structures):
+            seen.append(1)
+            if len(seen) >= 5:  # the fifth batch with it, and every evaluation of it after that
+                raise StructureError("#0", "atoms 0 (C) and 1 (Cl) are 0.2 Å apart")
+        return evaluate(structures, **kwargs)
 
-    monkeypatch.setattr(sn2_model, "evaluate", fail_on_the_fifth_call)
+    assert sn2_frames[1].get_chemical_formula() != first.get_chemical_formula()
+    monkeypatch.setattr(sn2_model, "evaluate", fail_from_the_fifth_evaluation_of_the_first)
     result = explore(sn2_model, sn2_frames[:2], {"kind": "relax", "steps": 6, "sample_every": 5})
+    # both relaxations in one batch per step; the failed batch was retried structure by structure
+    assert calls[:4] == [2, 2, 2, 2] and calls[4:7] == [2, 1, 1] and set(calls[7:]) == {1}
     broken, fine = result.trajectories
     assert "0.2 Å apart" in broken.error and broken.steps == 3
     assert [(f.info["start_index"], f.info["step"]) for f in result.frames] == [(0, 0), (0, 3), (1, 0), (1, 5), (1, 6)]

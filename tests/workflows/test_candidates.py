@@ -13,6 +13,7 @@ from aiida_lmlp.workflows.candidates import (
     TRAJECTORY_STOPS,
     SelectionSettings,
     SelectionSettingsError,
+    candidate_ceiling,
     forces_uncertainty_max,
     min_interatomic_distances,
     select_candidates,
@@ -378,3 +379,35 @@ def test_a_conformation_just_past_the_lower_stop_is_uncertain_and_one_just_befor
     forces = stop["stop_forces_uncertainty"] * np.array([BELOW, 0.0, ABOVE])
     result = select(energy, forces, settings=settings)
     assert list(result.category) == ["known", "uncertain", "uncertain"]
+
+
+def test_candidate_ceiling_counts_trajectories_that_end_at_their_first_uncertain_conformation():
+    assert candidate_ceiling({}, 10, "lower") == 10  # MD, one trajectory per start
+    assert candidate_ceiling({"kind": "md", "replicas": 5}, 10, "lower") == 50
+    assert candidate_ceiling({"kind": "relax"}, 7, "lower") == 7
+    assert candidate_ceiling({"kind": "neb"}, 8, "lower") == 4  # endpoint pairs
+    assert candidate_ceiling({"kind": "md", "replicas": 5}, 10, "upper") is None
+    assert candidate_ceiling({}, 10, "never") is None
+    # a fixed stop threshold in the protocol replaces the selection's lower line: no bound then
+    assert candidate_ceiling({"stop_forces_uncertainty": 2.0}, 10, "lower") is None
+
+
+def test_an_exploration_stopped_at_the_lower_line_yields_at_most_one_candidate_per_trajectory(sn2_model, sn2_frames):
+    from aiida_lmlp.potential.exploration import explore
+
+    settings = SelectionSettings()
+    campaign_protocol = {"kind": "md", "steps": 30, "sample_every": 2, "temperature": 600, "replicas": 3}
+    ceiling = candidate_ceiling(campaign_protocol, 2, "lower")
+    # RMSEs that put the lower force line just above every start's uncertainty, so trajectories run a
+    # while before they stop (the energy line out of reach)
+    free = explore(sn2_model, sn2_frames[:2], campaign_protocol)
+    start = max(f.arrays["lmlp_forces_uncertainty"].max() for f in free.frames if f.info["step"] == 0)
+    rmse_e, rmse_f = 10.0, 1.02 * start / settings.forces_lower
+    # what the campaign runs: its protocol with the stop thresholds of the current version's lower line
+    result = explore(sn2_model, sn2_frames[:2], campaign_protocol | settings.trajectory_stop(rmse_e, rmse_f, "lower"))
+    energy = np.array([f.info["lmlp_energy_uncertainty"] / len(f) for f in result.frames])
+    forces = np.array([f.arrays["lmlp_forces_uncertainty"].max() for f in result.frames])
+    chosen = select_candidates(energy, forces, np.ones(len(energy)), None, rmse_e, rmse_f, settings, budget_left=100)
+    uncertain = int(np.isin(chosen.category, ("uncertain", "selected", "unphysical")).sum())
+    assert len(result.frames) > ceiling == 6 and 0 < uncertain <= ceiling
+    assert any(t.stopped_early and t.steps > 0 for t in result.trajectories)

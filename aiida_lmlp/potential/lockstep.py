@@ -1,0 +1,174 @@
+"""Many ASE simulations in lockstep, their force calls batched into one ensemble evaluation.
+
+An exploration runs tens of trajectories of small molecules. Evaluated one at a time, each
+step costs a whole :meth:`Ensemble.evaluate` call whose fixed cost (neighbour list, tensor
+set-up, ten networks) dwarfs the work for a few atoms; the same call on fifty structures
+costs only a few times more (``benchmarks/exploration_lockstep.py``).
+
+ASE's integrators and optimisers ask their calculator for forces in the middle of a step, so
+they cannot hand over a batch themselves. Here every simulation runs unchanged, with ASE's own
+Langevin, BFGS, FIRE or NEB, in a greenlet (a coroutine on the same thread, `greenlet
+<https://greenlet.readthedocs.io>`_). Its :class:`LockstepCalculator` does not evaluate: it
+hands the structure to the :class:`Lockstep` hub and waits. Once every simulation waits for
+forces or has finished, the hub evaluates all waiting structures in one call and resumes the
+simulations in their order. Only one greenlet runs at a time, so what the simulations do
+between force calls (recording frames, say) happens in a fixed order: the run is
+deterministic and independent of timing.
+
+A structure the model cannot handle fails only its own simulation: when a batch raises, its
+structures are evaluated one by one and the error goes to the simulation that caused it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from greenlet import greenlet
+
+from .calculator import LmlpCalculator
+from .ensemble import Ensemble
+from .errors import StructureError
+
+__all__ = ["BATCH_ATOMS", "Lockstep", "LockstepCalculator"]
+
+#: At most this many atoms in one batched evaluation: larger batches gain little per atom and
+#: only hold more memory (a few 1000-atom periodic boxes are evaluated one by one).
+BATCH_ATOMS = 4096
+
+#: Errors of one structure's evaluation that end only its own simulation.
+_STRUCTURE_ERRORS = (StructureError, ValueError, FloatingPointError, RuntimeError)
+
+
+class LockstepCalculator(LmlpCalculator):
+    """An :class:`LmlpCalculator` whose evaluations are batched by a :class:`Lockstep` hub.
+
+    Use it only inside a simulation that :meth:`Lockstep.run` runs; its results are those of
+    :class:`LmlpCalculator` for the same structure (up to the rounding of a batched evaluation).
+    """
+
+    def __init__(self, hub: Lockstep, **kwargs):
+        super().__init__(hub.model, **kwargs)
+        self.hub = hub
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Hand the structure to the hub, wait for the batch, and fill :attr:`results`."""
+        Calculator.calculate(self, atoms, properties, system_changes)
+        prediction, index = self.hub.request(self)
+        self.set_results(prediction, index, properties)
+
+
+class Lockstep:
+    """Runs simulations in lockstep and evaluates their structures together with ``model``.
+
+    ``batch_atoms`` caps the atoms of one evaluation; ``batch_atoms=1`` evaluates every
+    structure on its own (the cost of running the simulations one after another).
+    """
+
+    def __init__(self, model: Ensemble, *, batch_atoms: int = BATCH_ATOMS):
+        if batch_atoms < 1:
+            raise ValueError(f"batch_atoms must be at least 1, got {batch_atoms}")
+        self.model = model
+        self.batch_atoms = batch_atoms
+        self.evaluations = 0  # Ensemble.evaluate calls made, for tests and benchmarks
+        self.structures_evaluated = 0
+        self._hub: greenlet | None = None
+
+    def calculator(self, **kwargs) -> LockstepCalculator:
+        """A calculator for one simulation of :meth:`run` (``LmlpCalculator`` options as keywords)."""
+        return LockstepCalculator(self, **kwargs)
+
+    def request(self, calculator: LockstepCalculator) -> tuple[Any, int]:
+        """From a simulation: wait for the batched evaluation of ``calculator.atoms``."""
+        if self._hub is None or greenlet.getcurrent() is self._hub:
+            raise RuntimeError("a LockstepCalculator evaluates only inside a simulation of Lockstep.run")
+        reply = self._hub.switch(calculator)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def run(
+        self,
+        simulations: Sequence[Callable[[], Any]],
+        on_finished: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
+        """Run every simulation to its end and return their return values, in order.
+
+        ``on_finished(index, value)`` is called, in the hub, as soon as simulation ``index``
+        returns. An exception a simulation does not catch ends the whole run (the other
+        simulations are abandoned) and propagates.
+        """
+        if self._hub is not None:
+            raise RuntimeError("Lockstep.run is already running")
+        self._hub = greenlet.getcurrent()
+        values: list[Any] = [None] * len(simulations)
+        waiting: dict[int, LockstepCalculator] = {}
+        runners = [greenlet(simulation) for simulation in simulations]
+
+        def advance(index: int, *reply: Any) -> None:
+            message = runners[index].switch(*reply)  # no reply: start the simulation
+            if runners[index].dead:
+                values[index] = message
+                if on_finished is not None:
+                    on_finished(index, message)
+            else:
+                waiting[index] = message
+
+        try:
+            for index in range(len(runners)):
+                advance(index)
+            while waiting:
+                order = sorted(waiting)
+                calculators = [waiting.pop(index) for index in order]
+                for index, reply in zip(order, self._evaluate(calculators)):
+                    advance(index, reply)
+        finally:
+            self._hub = None
+        return values
+
+    def _evaluate(self, calculators: list[LockstepCalculator]) -> list[Any]:
+        """``(prediction, index)`` or the exception for every calculator's structure, batched."""
+        replies: list[Any] = [None] * len(calculators)
+        groups: dict[tuple, list[int]] = {}
+        for k, calculator in enumerate(calculators):
+            key = tuple(sorted(calculator.evaluate_options(calculator.atoms).items()))
+            groups.setdefault(key, []).append(k)
+        for key, members in groups.items():
+            options = dict(key)
+            for chunk in self._chunks(members, calculators):
+                structures = [calculators[k].atoms for k in chunk]
+                try:
+                    prediction = self._call(structures, options)
+                except _STRUCTURE_ERRORS as error:
+                    if len(chunk) == 1:
+                        replies[chunk[0]] = error
+                        continue
+                    for k in chunk:  # find the structure that failed; the others still get theirs
+                        try:
+                            replies[k] = (self._call([calculators[k].atoms], options), 0)
+                        except _STRUCTURE_ERRORS as single:
+                            replies[k] = single
+                    continue
+                for position, k in enumerate(chunk):
+                    replies[k] = (prediction, position)
+        return replies
+
+    def _call(self, structures: list[Atoms], options: dict):
+        self.evaluations += 1
+        self.structures_evaluated += len(structures)
+        return self.model.evaluate(structures, **options)
+
+    def _chunks(self, members: list[int], calculators: list[LockstepCalculator]) -> list[list[int]]:
+        chunks: list[list[int]] = []
+        atoms = 0
+        for k in members:
+            size = len(calculators[k].atoms)
+            if chunks and atoms + size <= self.batch_atoms:
+                chunks[-1].append(k)
+                atoms += size
+            else:
+                chunks.append([k])
+                atoms = size
+        return chunks

@@ -1,0 +1,137 @@
+"""Lockstep: ASE simulations whose force calls are batched into one ensemble evaluation per round."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.md.langevin import Langevin
+from ase.optimize import BFGS
+
+from aiida_lmlp.potential import EeACSF, Ensemble, LmlpCalculator
+from aiida_lmlp.potential.lockstep import Lockstep, LockstepCalculator
+
+
+def langevin(atoms, calculator, steps, seed):
+    """Run ``steps`` Langevin steps of a copy of ``atoms`` with ``calculator``; return the copy."""
+    working = atoms.copy()
+    working.calc = calculator
+    dynamics = Langevin(working, 0.5, temperature_K=600, friction=0.02, fixcm=False, rng=np.random.default_rng(seed))
+    dynamics.run(steps)
+    return working
+
+
+def test_simulations_in_lockstep_follow_their_sequential_runs_with_one_evaluation_per_round(sn2_model, sn2_frames):
+    starts, steps = sn2_frames[:5], 8
+    sequential = [langevin(atoms, LmlpCalculator(sn2_model), steps, seed) for seed, atoms in enumerate(starts)]
+    hub = Lockstep(sn2_model)
+    finished = []
+    simulations = [
+        (lambda atoms=atoms, seed=seed: langevin(atoms, hub.calculator(), steps, seed))
+        for seed, atoms in enumerate(starts)
+    ]
+    together = hub.run(simulations, on_finished=lambda index, value: finished.append(index))
+    assert sorted(finished) == [0, 1, 2, 3, 4]
+    for alone, batched in zip(sequential, together):
+        assert isinstance(batched.calc, LockstepCalculator)
+        # batched evaluations round differently in the last bits; over 8 steps that stays far below 1e-10 Å
+        np.testing.assert_allclose(batched.positions, alone.positions, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(batched.get_velocities(), alone.get_velocities(), rtol=0, atol=1e-10)
+        assert batched.calc.results["energy"] == pytest.approx(alone.calc.results["energy"], rel=1e-12)
+        # a standard deviation of nearly equal members loses digits: compared in eV
+        assert batched.calc.results["energy_uncertainty"] == pytest.approx(
+            alone.calc.results["energy_uncertainty"], abs=1e-9
+        )
+        np.testing.assert_allclose(
+            batched.calc.results["forces_uncertainty"], alone.calc.results["forces_uncertainty"], rtol=0, atol=1e-8
+        )
+    # ASE's Langevin asks for forces once before the first step and once per step: one evaluation per
+    # round for all five simulations
+    assert hub.evaluations == steps + 1 and hub.structures_evaluated == 5 * (steps + 1)
+
+
+def test_batch_atoms_caps_the_batch(sn2_model, sn2_frames):
+    starts = sn2_frames[:4]
+    sizes = [len(atoms) for atoms in starts]
+    hub = Lockstep(sn2_model, batch_atoms=sizes[0] + sizes[1])
+    hub.run([(lambda atoms=atoms: langevin(atoms, hub.calculator(), 2, 0)) for atoms in starts])
+    assert sizes[0] + sizes[1] + sizes[2] > sizes[0] + sizes[1]  # three never fit
+    assert hub.structures_evaluated == 4 * 3 and hub.evaluations > 3
+    one_by_one = Lockstep(sn2_model, batch_atoms=1)
+    one_by_one.run([(lambda atoms=atoms: langevin(atoms, one_by_one.calculator(), 2, 0)) for atoms in starts])
+    assert one_by_one.evaluations == one_by_one.structures_evaluated == 4 * 3
+    with pytest.raises(ValueError, match="batch_atoms must be at least 1"):
+        Lockstep(sn2_model, batch_atoms=0)
+
+
+def test_a_structure_the_model_cannot_handle_fails_only_its_own_simulation(sn2_model, sn2_frames):
+    from aiida_lmlp.potential import StructureError
+
+    squeezed = sn2_frames[1].copy()
+    squeezed.positions[1] = squeezed.positions[0] + [0.1, 0, 0]
+    sodium = sn2_frames[2].copy()
+    sodium.symbols[0] = "Na"
+    hub = Lockstep(sn2_model)
+
+    def guarded(atoms, seed):
+        try:
+            return langevin(atoms, hub.calculator(), 3, seed)
+        except StructureError as error:
+            return str(error)
+
+    fine0, close, na, fine3 = hub.run(
+        [lambda a=a, s=s: guarded(a, s) for s, a in enumerate([sn2_frames[0], squeezed, sodium, sn2_frames[3]])]
+    )
+    assert "closer than the minimum distance" in close and "Na not in the model" in na
+    for seed, (atoms, batched) in enumerate(((sn2_frames[0], fine0), (sn2_frames[3], fine3))):
+        alone = langevin(atoms, LmlpCalculator(sn2_model), 3, 3 * seed)
+        np.testing.assert_allclose(batched.positions, alone.positions, rtol=0, atol=1e-10)
+
+
+def test_periodic_cells_and_molecules_are_evaluated_in_separate_batches():
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    cell.rattle(0.05, seed=1)
+    other = cell.copy()
+    other.rattle(0.05, seed=2)
+    cluster = cell.copy()
+    cluster.pbc = False
+    cluster.center(vacuum=5.0)
+    model = Ensemble.new(
+        ["Cu"], EeACSF.from_paper(["Cu"], cutoff=4.5), members=2, hidden=(8,), reference_energies={"Cu": -1.0}, seed=0
+    )
+    model.initialize_standardization([cell, other, cluster])
+    hub = Lockstep(model)
+
+    def relax(atoms):
+        working = atoms.copy()
+        working.calc = hub.calculator()
+        BFGS(working, logfile=None).run(fmax=0.01, steps=3)
+        return working
+
+    results = hub.run([lambda a=a: relax(a) for a in (cell, cluster, other)])
+    for start, batched in zip((cell, cluster, other), results):
+        alone = start.copy()
+        alone.calc = LmlpCalculator(model)
+        BFGS(alone, logfile=None).run(fmax=0.01, steps=3)
+        np.testing.assert_allclose(batched.positions, alone.positions, rtol=0, atol=1e-10)
+        if start.pbc.all():
+            np.testing.assert_allclose(batched.get_stress(), alone.get_stress(), rtol=1e-10, atol=1e-12)
+        else:
+            assert "stress" not in batched.calc.results
+    # every round: one batch of the two cells, one of the cluster
+    assert hub.structures_evaluated == 3 * hub.evaluations / 2
+
+
+def test_outside_a_run_the_calculator_refuses_and_errors_of_a_simulation_propagate(sn2_model, sn2_frames):
+    hub = Lockstep(sn2_model)
+    atoms = sn2_frames[0].copy()
+    atoms.calc = hub.calculator()
+    with pytest.raises(RuntimeError, match="only inside a simulation of Lockstep.run"):
+        atoms.get_forces()
+
+    def broken():
+        langevin(sn2_frames[0], hub.calculator(), 1, 0)
+        raise KeyError("a bug in a simulation")
+
+    with pytest.raises(KeyError, match="a bug in a simulation"):
+        hub.run([lambda: langevin(sn2_frames[1], hub.calculator(), 5, 1), broken])
+    # the hub is free again afterwards
+    assert len(hub.run([lambda: langevin(sn2_frames[1], hub.calculator(), 1, 1)])) == 1
