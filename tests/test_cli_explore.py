@@ -20,12 +20,12 @@ def job(tmp_path, sn2_model, sn2_frames):
     return tmp_path, sha
 
 
-def run(tmp_path, protocol, structures="start.extxyz", model="model.lmlp"):
+def run(tmp_path, protocol, structures="start.extxyz", model="model.lmlp", extra=()):
     path = tmp_path / "protocol.yaml"
     path.write_text(protocol if isinstance(protocol, str) else yaml.safe_dump(protocol))
     args = ["explore", "--model", str(tmp_path / model), "--structures", str(tmp_path / structures)]
     args += ["--protocol", str(path), "--out", str(tmp_path / "visited.extxyz")]
-    args += ["--summary", str(tmp_path / "summary.json")]
+    args += ["--summary", str(tmp_path / "summary.json"), *extra]
     return CliRunner().invoke(main, args)
 
 
@@ -115,3 +115,19 @@ def test_bad_input_files_are_named(job):
         assert result.exit_code != 0 and len(lines) == 1 and words in lines[0], result.stderr
     result = run(tmp_path, {"kind": "neb", "steps": 1})  # three structures: not endpoint pairs
     assert result.exit_code != 0 and "odd number" in result.stderr and "start.extxyz" in result.stderr
+
+
+def test_device_cpu_runs_and_a_missing_cuda_device_is_refused_before_anything_is_written(job):
+    import torch
+
+    tmp_path, _ = job
+    result = run(tmp_path, {"kind": "evaluate"}, extra=["--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert len(read_visited(tmp_path / "visited.extxyz")) == 2
+    if torch.cuda.is_available():
+        return  # the refusal below needs a machine without CUDA; tests/potential/test_cuda.py runs it on one
+    (tmp_path / "visited.extxyz").unlink()
+    result = run(tmp_path, {"kind": "evaluate"}, extra=["--device", "cuda"])
+    assert result.exit_code != 0
+    assert "--device cuda: device 'cuda' was requested but no CUDA device is available" in result.output
+    assert not (tmp_path / "visited.extxyz").exists()

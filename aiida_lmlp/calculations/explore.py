@@ -27,6 +27,16 @@ def _validate_protocol(protocol: orm.Dict | None, _) -> str | None:
     return None
 
 
+#: Where ``lmlp explore`` runs the ensemble (its ``--device``).
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _validate_device(device: orm.Str | None, _) -> str | None:
+    if device is not None and device.value not in DEVICES:
+        return f"device must be one of {', '.join(DEVICES)}, got {device.value!r}"
+    return None
+
+
 def _validate_inputs(inputs: dict, _) -> str | None:
     potential, structures = inputs.get("potential"), inputs.get("structures")
     if potential is None or structures is None:
@@ -73,6 +83,13 @@ class LmlpExploreCalculation(LmlpCalcJob):
             validator=_validate_protocol,
             help="kind (md|relax|neb|evaluate) and its settings; see docs/exploration.md.",
         )
+        spec.input(
+            "device",
+            valid_type=orm.Str,
+            required=False,
+            validator=_validate_device,
+            help="auto | cpu | cuda: where the ensemble runs (default auto: a CUDA device when the job has one).",
+        )
         spec.inputs.validator = _validate_inputs
         spec.inputs["metadata"]["options"]["parser_name"].default = "lmlp.explore"
         spec.output("visited", valid_type=LmlpDatasetData, help="Visited conformations with predictions.")
@@ -94,5 +111,7 @@ class LmlpExploreCalculation(LmlpCalcJob):
         potential = self.inputs.potential
         arguments = ["explore", "--model", self.MODEL, "--structures", self.START, "--protocol", self.PROTOCOL]
         arguments += ["--out", self.VISITED, "--archive", self.VISITED_ARCHIVE, "--summary", self.SUMMARY]
+        if "device" in self.inputs:
+            arguments += ["--device", self.inputs.device.value]
         copies = [(potential.uuid, potential.filename, self.MODEL), dataset_copy(self.inputs.structures, self.START)]
         return self.calcinfo(arguments, [self.SUMMARY], copies, retrieve_temporary=[self.VISITED, self.VISITED_ARCHIVE])

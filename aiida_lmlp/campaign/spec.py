@@ -25,7 +25,7 @@ SECTIONS = {
     "explore_structures": None,
     "label": {"parameters", "max_attempts", "options"},
     "train": {"parameters", "continue_parameters", "members_per_job", "max_restarts", "options"},
-    "explore": {"protocol", "stop_at", "options"},
+    "explore": {"protocol", "stop_at", "device", "options"},
     "selection": None,  # validated by SelectionSettings
     "stop": {"max_iterations", "dft_budget", "convergence_fraction", "convergence_patience"},
 }
@@ -131,6 +131,8 @@ class CampaignSpec:
             )
         if self.train.get("members_per_job"):
             inputs["train"]["members_per_job"] = orm.Int(self.train["members_per_job"])
+        if self.explore.get("device"):
+            inputs["explore"]["device"] = orm.Str(self.explore["device"])
         if explore_structures is not None:
             inputs["explore_structures"] = explore_structures
         return inputs
@@ -246,6 +248,10 @@ def load_spec(path: str | os.PathLike) -> CampaignSpec:
         raise SpecError(
             f"{where}: explore.stop_at must be one of {', '.join(TRAJECTORY_STOPS)}, got {explore['stop_at']!r}"
         )
+    from aiida_lmlp.calculations.explore import DEVICES
+
+    if explore.get("device", "auto") not in DEVICES:
+        raise SpecError(f"{where}: explore.device must be one of {', '.join(DEVICES)}, got {explore['device']!r}")
     for section in ("label", "train", "explore"):
         options = _mapping(sections[section].get("options"), f"{where}: {section}.options")
         _check_keys(options, OPTION_KEYS, f"{where}: {section}.options")

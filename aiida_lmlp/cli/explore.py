@@ -77,7 +77,15 @@ def _read_structures(path: Path):
     type=click.Path(dir_okay=False, path_type=Path),
     help="JSON summary of the resolved protocol and of every trajectory.",
 )
-def explore(model_path, structures_path, protocol_path, out, archive, summary):
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the ensemble runs: auto takes a CUDA device when there is one (the trajectories' "
+    "structures are evaluated together, in batches, so a GPU pays off).",
+)
+def explore(model_path, structures_path, protocol_path, out, archive, summary, device):
     """Explore from the start structures with an lMLP ensemble; trajectories stop once the model is unsure.
 
     Writes every recorded conformation with lmlp_energy, lmlp_forces and their uncertainties
@@ -96,8 +104,14 @@ def explore(model_path, structures_path, protocol_path, out, archive, summary):
             f"{structures_path}: NEB needs pairs of endpoints (initial, final, ...), "
             f"got an odd number of structures: {len(structures)}"
         )
+    from aiida_lmlp.potential.training_run import resolve_device
+
     try:
-        model = Ensemble.load(model_path)
+        where = resolve_device(device)
+    except ValueError as error:
+        raise click.ClickException(f"--device {device}: {error}") from None
+    try:
+        model = Ensemble.load(model_path, device=where)
     except ModelFileError as error:
         raise click.ClickException(_one_line(error)) from None
 

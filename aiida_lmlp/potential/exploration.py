@@ -603,7 +603,15 @@ def _setup_neb(initial: Atoms, final: Atoms, hub: Lockstep, protocol: Exploratio
         for endpoint in (first, last):  # fail early on a structure the model cannot handle
             endpoint.get_forces()
         images = [first] + [_working_copy(initial, hub) for _ in range(protocol.images)] + [last]
-        neb = NEB(images, climb=protocol.climb, method="improvedtangent")
+
+        class BatchedNEB(NEB):
+            """ASE's NEB, its images evaluated in one batch (ASE asks for them one by one)."""
+
+            def get_forces(self):
+                hub.prefetch(self.images)
+                return super().get_forces()
+
+        neb = BatchedNEB(images, climb=protocol.climb, method="improvedtangent")
         neb.interpolate(method="idpp", mic=bool(np.any(initial.pbc)))
         optimizer = _optimizer(protocol.optimizer, neb)
         numbered = list(enumerate(images))

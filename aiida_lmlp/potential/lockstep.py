@@ -56,8 +56,10 @@ class LockstepCalculator(LmlpCalculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Hand the structure to the hub, wait for the batch, and fill :attr:`results`."""
         Calculator.calculate(self, atoms, properties, system_changes)
-        prediction, index = self.hub.request(self)
-        self.set_results(prediction, index, properties)
+        (reply,) = self.hub.request([self])
+        if isinstance(reply, BaseException):
+            raise reply
+        self.set_results(*reply, properties)
 
 
 class Lockstep:
@@ -80,14 +82,40 @@ class Lockstep:
         """A calculator for one simulation of :meth:`run` (``LmlpCalculator`` options as keywords)."""
         return LockstepCalculator(self, **kwargs)
 
-    def request(self, calculator: LockstepCalculator) -> tuple[Any, int]:
-        """From a simulation: wait for the batched evaluation of ``calculator.atoms``."""
+    def request(self, calculators: list[LockstepCalculator]) -> list[Any]:
+        """From a simulation: wait for the batched evaluation of every ``calculator.atoms``.
+
+        Returns ``(prediction, index)`` or the exception for each calculator, in order.
+        """
         if self._hub is None or greenlet.getcurrent() is self._hub:
             raise RuntimeError("a LockstepCalculator evaluates only inside a simulation of Lockstep.run")
-        reply = self._hub.switch(calculator)
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
+        return self._hub.switch(calculators)
+
+    def prefetch(self, images: Sequence[Atoms], properties=("energy", "forces")) -> None:
+        """From a simulation: evaluate the structures of ``images`` that need it in one request.
+
+        For a simulation that asks for several structures in turn (the images of a nudged
+        elastic band): they join the same batch instead of one round each. Afterwards their
+        calculators hold the results, so the simulation's own calls find them. A structure the
+        model cannot handle is left unevaluated: the simulation's own call meets the error.
+        """
+        pending = []
+        for atoms in images:
+            calculator = atoms.calc
+            if not isinstance(calculator, LockstepCalculator) or calculator.hub is not self:
+                continue
+            changes = calculator.check_state(atoms)
+            if changes or any(name not in calculator.results for name in properties):
+                calculator.results = {}
+                Calculator.calculate(calculator, atoms, list(properties), changes or all_changes)
+                pending.append(calculator)
+        if not pending:
+            return
+        for calculator, reply in zip(pending, self.request(pending)):
+            if isinstance(reply, BaseException):
+                calculator.atoms = None  # evaluated again, alone, by the simulation's own call
+                continue
+            calculator.set_results(*reply, properties)
 
     def run(
         self,
@@ -104,7 +132,7 @@ class Lockstep:
             raise RuntimeError("Lockstep.run is already running")
         self._hub = greenlet.getcurrent()
         values: list[Any] = [None] * len(simulations)
-        waiting: dict[int, LockstepCalculator] = {}
+        waiting: dict[int, list[LockstepCalculator]] = {}
         runners = [greenlet(simulation) for simulation in simulations]
 
         def advance(index: int, *reply: Any) -> None:
@@ -121,9 +149,10 @@ class Lockstep:
                 advance(index)
             while waiting:
                 order = sorted(waiting)
-                calculators = [waiting.pop(index) for index in order]
-                for index, reply in zip(order, self._evaluate(calculators)):
-                    advance(index, reply)
+                requests = [waiting.pop(index) for index in order]
+                replies = iter(self._evaluate([c for request in requests for c in request]))
+                for index, request in zip(order, requests):
+                    advance(index, [next(replies) for _ in request])
         finally:
             self._hub = None
         return values

@@ -56,6 +56,7 @@ def _set(path: str, value):
         (_set("stop.convergence_fraction", 2), "convergence_fraction must be a number between 0 and 1"),
         (_set("train.options.queue", "gpu"), "unknown key 'train.options.queue'"),
         (_set("explore.stop_at", "first"), "explore.stop_at must be one of lower, upper, never, got 'first'"),
+        (_set("explore.device", "gpu"), "explore.device must be one of auto, cpu, cuda, got 'gpu'"),
     ],
 )
 def test_invalid_specs_name_the_problem(tmp_path, change, message):
@@ -82,3 +83,23 @@ def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
     message = rf"found the key 'stop_at' twice \(first at line {line}\)(.|\n)*line {line + 1}"
     with pytest.raises(SpecError, match=message):
         load_spec(path)
+
+
+def test_explore_device_and_replicas_reach_the_campaign_inputs(tmp_path, lmlp_code):
+    from aiida_lmlp.workflows.lifelong import LifelongWorkChain
+
+    code = lmlp_code("lmlp.explore")
+
+    def change(spec):
+        spec["codes"] = {"lmlp": code.full_label}
+        spec["explore"]["device"] = "cpu"
+        spec["explore"]["protocol"]["replicas"] = 3
+
+    inputs = load_spec(_variant(tmp_path, change)).build_inputs("device-test")
+    assert inputs["explore"]["device"].value == "cpu"
+    assert inputs["explore"]["protocol"].get_dict()["replicas"] == 3
+    port = LifelongWorkChain.spec().inputs["explore"]["device"]  # the campaign passes it on to lmlp.explore
+    assert port.validate(inputs["explore"]["device"]) is None and port.validate(orm.Str("gpu")) is not None
+    # without the key, the exploration job decides (lmlp explore --device auto)
+    inputs = load_spec(_variant(tmp_path, lambda spec: spec.update(codes={"lmlp": code.full_label}))).build_inputs()
+    assert "device" not in inputs["explore"]

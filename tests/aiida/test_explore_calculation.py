@@ -26,7 +26,7 @@ def starts(aiida_profile, sn2_frames):
     return LmlpDatasetData.from_atoms(sn2_frames[:2]).store()
 
 
-def _run(code, potential, starts, protocol):
+def _run(code, potential, starts, protocol, **extra):
     return run_get_node(
         LmlpExploreCalculation,
         code=code,
@@ -34,13 +34,15 @@ def _run(code, potential, starts, protocol):
         structures=starts,
         protocol=orm.Dict(protocol),
         metadata={"options": {"max_wallclock_seconds": 300}},
+        **extra,
     )
 
 
 def test_md_visits_conformations_with_the_ensembles_predictions(lmlp_code, potential, starts, sn2_model):
     protocol = {"kind": "md", "steps": 6, "sample_every": 2, "temperature": 300, "seed": 4}
-    results, node = _run(lmlp_code("lmlp.explore"), potential, starts, protocol)
+    results, node = _run(lmlp_code("lmlp.explore"), potential, starts, protocol, device=orm.Str("cpu"))
     assert node.is_finished_ok, node.exit_message
+    assert "'--device' 'cpu'" in node.base.repository.get_object_content("_aiidasubmit.sh")
     visited, summary = results["visited"], results["summary"].get_dict()
     # steps 0, 2, 4, 6 of both trajectories
     assert visited.count == 8 and summary["frames"] == 8
@@ -79,6 +81,8 @@ def test_bad_inputs_are_refused_before_submission(lmlp_code, potential, starts):
     zinc = LmlpDatasetData.from_atoms([Atoms("Zn2", positions=[[0, 0, 0], [0, 0, 2.5]])]).store()
     with pytest.raises(ValueError, match="structures contain Zn, for which potential<.*> .* has no network"):
         _run(code, potential, zinc, {"kind": "evaluate"})
+    with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda, got 'gpu'"):
+        _run(code, potential, starts, {"kind": "evaluate"}, device=orm.Str("gpu"))
     with pytest.raises(ValueError, match="NEB protocol needs endpoint pairs"):
         _run(code, potential, LmlpDatasetData.from_atoms(starts.to_atoms()[:1]).store(), {"kind": "neb"})
     assert orm.QueryBuilder().append(orm.CalcJobNode).count() == calcs_before

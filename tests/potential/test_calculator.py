@@ -138,3 +138,50 @@ def test_neb_between_two_conformations(sn2_model, sn2_frames, tmp_path):
     energies = [image.get_potential_energy() for image in images]
     assert np.all(np.isfinite(energies))
     assert all("energy_uncertainty" in image.calc.results for image in images[1:-1])
+
+
+def test_check_state_reports_what_ases_compare_atoms_reports(sn2_model, sn2_frames):
+    from ase.calculators.calculator import compare_atoms
+
+    atoms = sn2_frames[0].copy()
+    atoms.calc = LmlpCalculator(sn2_model)
+    atoms.get_forces()
+    calculator = atoms.calc
+
+    def variants():
+        yield atoms.copy()  # nothing changed
+        moved = atoms.copy()
+        moved.positions[2, 1] += 1e-3
+        yield moved
+        barely = atoms.copy()
+        barely.positions[2, 1] += 1e-17  # below the tolerance: unchanged for ASE too
+        yield barely
+        boxed = atoms.copy()
+        boxed.cell = [20.0, 20.0, 20.0]
+        yield boxed
+        periodic = boxed.copy()
+        periodic.pbc = True
+        yield periodic
+        swapped = atoms.copy()
+        swapped.numbers[[0, 1]] = swapped.numbers[[1, 0]]
+        yield swapped
+        magnetic = atoms.copy()
+        magnetic.set_initial_magnetic_moments([0.0] * len(atoms))  # present on one side only
+        yield magnetic
+        charged = atoms.copy()
+        charged.set_initial_charges([0.5] + [0.0] * (len(atoms) - 1))
+        yield charged
+        fewer = atoms[:-1]
+        yield fewer
+
+    seen = set()
+    for variant in variants():
+        expected = sorted(compare_atoms(calculator.atoms, variant))
+        assert sorted(calculator.check_state(variant)) == expected
+        seen.add(tuple(expected))
+    assert len(seen) >= 7  # the variants exercise different answers, "nothing" among them
+    assert () in seen and ("positions",) in seen
+    # the calculator keeps its results for an unchanged structure and recomputes after a move
+    energy = atoms.get_potential_energy()
+    atoms.positions[0, 0] += 0.05
+    assert atoms.get_potential_energy() != energy

@@ -131,6 +131,25 @@ def test_langevin_md_with_a_cuda_model():
     assert np.all(np.isfinite(atoms.calc.results["forces_uncertainty"]))
 
 
+def test_lockstep_exploration_with_a_cuda_model_follows_the_cpu():
+    """Ten trajectories (5 starts x 2 replicas) evaluated in batches on the device (`lmlp explore --device cuda`)."""
+    from aiida_lmlp.potential.exploration import explore
+
+    starts = _frames(30)[::6]
+    protocol = {"kind": "md", "steps": 10, "sample_every": 5, "temperature": 300, "replicas": 2}
+    cpu = explore(_model(4), starts, protocol)
+    gpu = explore(_model(4).to(DEVICE), starts, protocol)
+    assert [(t.start_index, t.replica, t.steps) for t in gpu.trajectories] == [
+        (t.start_index, t.replica, t.steps) for t in cpu.trajectories
+    ]
+    assert len(gpu.frames) == len(cpu.frames) == 10 * 3
+    for a, b in zip(cpu.frames, gpu.frames):
+        np.testing.assert_allclose(b.positions, a.positions, rtol=0, atol=1e-8)
+        assert b.info["lmlp_energy"] == pytest.approx(a.info["lmlp_energy"], abs=1e-8)
+        np.testing.assert_allclose(b.arrays["lmlp_forces_uncertainty"], a.arrays["lmlp_forces_uncertainty"], atol=1e-7)
+        np.testing.assert_allclose(b.info["lmlp_fingerprint"], a.info["lmlp_fingerprint"], atol=1e-9)
+
+
 def test_molecules_are_searched_on_the_device_and_refused_there_by_name():
     frames = _frames(50)
     cpu = build_graph(frames, SN2_ELEMENTS, 12.0).tensors()

@@ -247,6 +247,41 @@ def test_neb_runs_endpoint_pairs_and_refuses_an_odd_count(sn2_model, sn2_frames,
     assert not out.exists()
 
 
+def test_neb_images_are_evaluated_in_one_batch_per_step_as_ases_neb_does_one_by_one(sn2_model, sn2_frames):
+    from ase.mep import NEB
+    from ase.optimize import FIRE
+
+    start = sn2_frames[0]
+    end = start.copy()
+    end.positions[3] += [0.15, -0.1, 0.05]
+    calls = []
+    evaluate = sn2_model.evaluate
+
+    def counted(structures, **kwargs):
+        calls.append(len(structures))
+        return evaluate(structures, **kwargs)
+
+    protocol = {"kind": "neb", "images": 3, "steps": 4, "climb": False}
+    sn2_model.evaluate = counted
+    try:
+        result = explore(sn2_model, [start, end], protocol)
+    finally:
+        del sn2_model.evaluate  # the instance attribute shadowed the method
+    # the endpoints once, then the three intermediate images together at every force call
+    assert calls[0] == 1 and calls[1] == 1 and set(calls[2:]) == {3}
+    # the same path as ASE's NEB with one LmlpCalculator per image, image by image
+    images = [start.copy() for _ in range(4)] + [end.copy()]
+    for image in images:
+        image.calc = LmlpCalculator(sn2_model)
+    neb = NEB(images, climb=False, method="improvedtangent")
+    neb.interpolate(method="idpp", mic=False)
+    FIRE(neb, logfile=None).run(fmax=0.1, steps=4)
+    last = [f for f in result.frames if f.info["step"] == result.trajectories[0].steps]
+    assert [f.info["neb_image"] for f in last] == [1, 2, 3]
+    for frame, image in zip(last, images[1:4]):
+        np.testing.assert_allclose(frame.positions, image.positions, rtol=0, atol=1e-10)
+
+
 def test_structures_the_model_cannot_handle_are_reported_and_skipped(sn2_model, sn2_frames):
     sodium = Atoms("NaCl", positions=[[0, 0, 0], [0, 0, 2.4]])
     squeezed = sn2_frames[1].copy()

@@ -135,3 +135,30 @@ def test_outside_a_run_the_calculator_refuses_and_errors_of_a_simulation_propaga
         hub.run([lambda: langevin(sn2_frames[1], hub.calculator(), 5, 1), broken])
     # the hub is free again afterwards
     assert len(hub.run([lambda: langevin(sn2_frames[1], hub.calculator(), 1, 1)])) == 1
+
+
+def test_prefetch_evaluates_a_simulations_structures_in_one_request(sn2_model, sn2_frames):
+    from aiida_lmlp.potential import StructureError
+
+    squeezed = sn2_frames[1].copy()
+    squeezed.positions[1] = squeezed.positions[0] + [0.1, 0, 0]
+    hub = Lockstep(sn2_model)
+    structures = [a.copy() for a in (sn2_frames[0], squeezed, sn2_frames[2])]
+    for atoms in structures:
+        atoms.calc = hub.calculator()
+
+    def simulation():
+        hub.prefetch(structures)
+        after_prefetch = hub.evaluations
+        energies = [structures[0].get_potential_energy(), structures[2].get_potential_energy()]
+        assert hub.evaluations == after_prefetch  # the simulation's own calls found the results
+        with pytest.raises(StructureError, match="closer than the minimum distance"):
+            structures[1].get_forces()  # the one that failed is evaluated again, alone, and fails
+        hub.prefetch(structures[::2])  # nothing changed: nothing to evaluate
+        return energies
+
+    (energies,) = hub.run([simulation])
+    # one batch of three that failed, the three again one by one, then the failed one alone
+    assert hub.evaluations == 1 + 3 + 1 and hub.structures_evaluated == 3 + 3 + 1
+    for atoms, energy in zip((sn2_frames[0], sn2_frames[2]), energies):
+        assert energy == pytest.approx(float(sn2_model.evaluate(atoms).energy[0]), rel=1e-13)
