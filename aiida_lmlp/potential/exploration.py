@@ -357,18 +357,23 @@ class _FrameSink:
     def full(self) -> bool:
         return self.count >= self.max_frames
 
-    def add(self, frames: Sequence[Atoms], ordinal: int = 0) -> bool:
-        """Record ``frames`` of trajectory ``ordinal``, with fingerprints (one batch); False if the cap kept some out.
+    def add(self, frames: Sequence[Atoms], ordinal: int = 0) -> int:
+        """Record ``frames`` of trajectory ``ordinal`` with their fingerprints; the number recorded.
 
-        The fingerprints are computed before anything is written, so a failure records none of ``frames``.
+        Fewer than ``len(frames)`` means the cap kept the rest out. The fingerprints are computed
+        before anything is written, so a failure records none of ``frames``. Computing them may
+        suspend this trajectory (other trajectories record meanwhile), so the cap is applied
+        only afterwards.
         """
         from ase.io import write
 
         frames = list(frames)
-        fitting = frames[: max(self.max_frames - self.count, 0)]
-        if fitting and self.fingerprints is not None:
-            for frame, fingerprint in zip(fitting, self.fingerprints(fitting)):
+        if self.full:
+            return 0
+        if frames and self.fingerprints is not None:
+            for frame, fingerprint in zip(frames, self.fingerprints(frames)):
                 frame.info[FINGERPRINT_KEY] = fingerprint
+        fitting = frames[: max(self.max_frames - self.count, 0)]
         for frame in fitting:
             if self.handle is not None:
                 buffer = io.StringIO()
@@ -378,7 +383,7 @@ class _FrameSink:
             if self.keep:
                 self._recorded.append((ordinal, frame))
             self.count += 1
-        return len(fitting) == len(frames)
+        return len(fitting)
 
     def close(self) -> None:
         if self.handle is not None:
@@ -473,10 +478,9 @@ def _drive(
     pending: list[_Snapshot] | None = None  # the last evaluated step, if not recorded yet
 
     def record(snapshots: Sequence[_Snapshot]) -> bool:
-        before = sink.count
-        complete = sink.add([s.frame for s in snapshots], ordinal)
-        report.frames += sink.count - before
-        return complete
+        recorded = sink.add([s.frame for s in snapshots], ordinal)
+        report.frames += recorded
+        return recorded == len(snapshots)
 
     try:
         stepper, images_of = setup()
@@ -692,7 +696,12 @@ def explore(
     if archive is not None:
         Path(archive).unlink(missing_ok=True)  # never a stale archive beside a new run
     keep = keep_frames or archive is not None
-    sink = _FrameSink(out, protocol.max_frames, keep, lambda frames: descriptor_fingerprints(model, frames))
+
+    def fingerprint_batch(frames: list[Atoms]) -> list[np.ndarray]:
+        return list(descriptor_fingerprints(model, frames))
+
+    # the frames that trajectories record in the same round get their fingerprints in one call
+    sink = _FrameSink(out, protocol.max_frames, keep, lambda frames: hub.call(fingerprint_batch, frames))
     ended: dict[int, TrajectoryReport] = {}
 
     def simulation(ordinal: int) -> Callable[[], TrajectoryReport]:

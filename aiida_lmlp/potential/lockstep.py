@@ -15,6 +15,9 @@ simulations in their order. Only one greenlet runs at a time, so what the simula
 between force calls (recording frames, say) happens in a fixed order: the run is
 deterministic and independent of timing.
 
+Other per-structure work can be batched the same way: :meth:`Lockstep.call` gathers what the
+simulations hand to one function in a round (exploration: the fingerprints of recorded frames).
+
 A structure the model cannot handle fails only its own simulation: when a batch raises, its
 structures are evaluated one by one and the error goes to the simulation that caused it.
 """
@@ -87,9 +90,22 @@ class Lockstep:
 
         Returns ``(prediction, index)`` or the exception for each calculator, in order.
         """
+        return self.call(self._evaluate, calculators)
+
+    def call(self, batch: Callable[[list], list], items: Sequence) -> list:
+        """From a simulation: ``batch(items)``, in one call with what other simulations give ``batch`` this round.
+
+        ``batch`` maps a list of items to the list of their results, in order (the descriptor
+        fingerprints of recorded frames, say). If the call on everyone's items raises, each
+        simulation's items go to ``batch`` on their own, and a simulation whose own call raises
+        gets that exception here.
+        """
         if self._hub is None or greenlet.getcurrent() is self._hub:
             raise RuntimeError("a LockstepCalculator evaluates only inside a simulation of Lockstep.run")
-        return self._hub.switch(calculators)
+        reply = self._hub.switch((batch, list(items)))
+        if isinstance(reply, _Failed):
+            raise reply.error
+        return reply
 
     def prefetch(self, images: Sequence[Atoms], properties=("energy", "forces")) -> None:
         """From a simulation: evaluate the structures of ``images`` that need it in one request.
@@ -132,7 +148,7 @@ class Lockstep:
             raise RuntimeError("Lockstep.run is already running")
         self._hub = greenlet.getcurrent()
         values: list[Any] = [None] * len(simulations)
-        waiting: dict[int, list[LockstepCalculator]] = {}
+        waiting: dict[int, tuple[Callable[[list], list], list]] = {}
         runners = [greenlet(simulation) for simulation in simulations]
 
         def advance(index: int, *reply: Any) -> None:
@@ -148,14 +164,35 @@ class Lockstep:
             for index in range(len(runners)):
                 advance(index)
             while waiting:
-                order = sorted(waiting)
-                requests = [waiting.pop(index) for index in order]
-                replies = iter(self._evaluate([c for request in requests for c in request]))
-                for index, request in zip(order, requests):
-                    advance(index, [next(replies) for _ in request])
+                requests = {index: waiting.pop(index) for index in sorted(waiting)}
+                for index, reply in self._serve(requests).items():
+                    advance(index, reply)
         finally:
             self._hub = None
         return values
+
+    def _serve(self, requests: dict[int, tuple[Callable[[list], list], list]]) -> dict[int, Any]:
+        """The reply to every waiting simulation: one call per batch function on everyone's items."""
+        replies: dict[int, Any] = {}
+        groups: dict[Callable[[list], list], list[int]] = {}
+        for index, (batch, _) in requests.items():
+            groups.setdefault(batch, []).append(index)
+        for batch, members in groups.items():
+            try:
+                results = batch([item for index in members for item in requests[index][1]])
+            except _STRUCTURE_ERRORS as error:
+                for index in members:  # find whose items failed; the others still get theirs
+                    try:
+                        replies[index] = batch(requests[index][1]) if len(members) > 1 else _Failed(error)
+                    except _STRUCTURE_ERRORS as own:
+                        replies[index] = _Failed(own)
+                continue
+            start = 0
+            for index in members:
+                count = len(requests[index][1])
+                replies[index] = results[start : start + count]
+                start += count
+        return dict(sorted(replies.items()))
 
     def _evaluate(self, calculators: list[LockstepCalculator]) -> list[Any]:
         """``(prediction, index)`` or the exception for every calculator's structure, batched."""
@@ -201,3 +238,10 @@ class Lockstep:
                 chunks.append([k])
                 atoms = size
         return chunks
+
+
+class _Failed:
+    """A batch call's exception, as the reply to the simulation whose items caused it."""
+
+    def __init__(self, error: BaseException):
+        self.error = error

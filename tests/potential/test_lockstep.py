@@ -162,3 +162,48 @@ def test_prefetch_evaluates_a_simulations_structures_in_one_request(sn2_model, s
     assert hub.evaluations == 1 + 3 + 1 and hub.structures_evaluated == 3 + 3 + 1
     for atoms, energy in zip((sn2_frames[0], sn2_frames[2]), energies):
         assert energy == pytest.approx(float(sn2_model.evaluate(atoms).energy[0]), rel=1e-13)
+
+
+def test_call_batches_what_the_simulations_pass_in_one_round_and_isolates_failures(sn2_model):
+    hub = Lockstep(sn2_model)
+    calls = []
+
+    def square(items):
+        calls.append(list(items))
+        if "bad" in items:
+            raise ValueError("cannot square 'bad'")
+        return [x * x for x in items]
+
+    def simulation(first, second):
+        out = [hub.call(square, first)]
+        try:
+            out.append(hub.call(square, second))
+        except ValueError as error:
+            out.append(str(error))
+        return out
+
+    results = hub.run([lambda: simulation([1, 2], [3]), lambda: simulation([4], ["bad"]), lambda: simulation([5], [6])])
+    assert results == [[[1, 4], [9]], [[16], "cannot square 'bad'"], [[25], [36]]]
+    # round 1: one call for all; round 2: the combined call failed, then each simulation's own items
+    assert calls == [[1, 2, 4, 5], [3, "bad", 6], [3], ["bad"], [6]]
+    with pytest.raises(RuntimeError, match="only inside a simulation"):
+        hub.call(square, [1])
+
+
+def test_recorded_frames_get_their_fingerprints_in_one_call_per_round(sn2_model, sn2_frames, monkeypatch):
+    from aiida_lmlp.potential import exploration
+
+    sizes = []
+    original = exploration.descriptor_fingerprints
+
+    def counted(model, frames):
+        sizes.append(len(frames))
+        return original(model, frames)
+
+    monkeypatch.setattr(exploration, "descriptor_fingerprints", counted)
+    result = exploration.explore(sn2_model, sn2_frames[:4], {"kind": "md", "steps": 4, "sample_every": 2, "seed": 1})
+    assert sizes == [4, 4, 4]  # steps 0, 2, 4 of the four trajectories, one call each
+    for frame in result.frames:  # the same fingerprint as computed for the frame alone
+        np.testing.assert_allclose(
+            frame.info["lmlp_fingerprint"], original(sn2_model, [frame])[0], rtol=1e-12, atol=1e-12
+        )
