@@ -7,7 +7,8 @@ ensemble (10 members, 102-61-44 networks, eeACSF at 12 Å, float64), as ``lmlp e
 it in a campaign, with 1 and with 5 replicas per start (10 and 50 trajectories). Both variants
 run the same code (:func:`aiida_lmlp.potential.exploration.explore`); ``batch_atoms=1``
 evaluates every structure on its own, which is what running the trajectories one after
-another costs. A fifth variant runs the batched 5-replica exploration with ASE's own
+another costs (except that the recorded frames' fingerprints are still batched there, so that
+variant is, if anything, too fast). A fifth variant runs the batched 5-replica exploration with ASE's own
 ``Calculator.check_state`` instead of ``LmlpCalculator``'s (the same answer in fewer NumPy calls).
 The networks are untrained (standardised on the SN2 data, last layer scaled by 1/100, at
 50 K: weak forces, so that no trajectory runs into the minimum-distance check): the cost of a
