@@ -39,6 +39,7 @@ from .eta_grid import eta_for_inflection, eta_grid, inflection_point
 from .symmetry_functions import (
     AtomCenteredDescriptor,
     bump_cutoff,
+    bump_cutoff_derivative,
     half_one_plus_lambda_cos,
     safe_sqrt,
     species_pair_table,
@@ -244,6 +245,18 @@ class EeACSF(AtomCenteredDescriptor):
         n_radial = len(self.radial_eta)
         both = torch.exp(-self.pair_eta_t.to(r.dtype) * (r * r)[:, None]) * bump_cutoff(r, self.cutoff)[:, None]
         return both[:, :n_radial], both[:, n_radial:]
+
+    def pair_features_and_derivatives(
+        self, r: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Closed form of the base class's: ``d/dr [exp(−η r²) f_c] = exp(−η r²) (f_c' − 2ηr f_c)``."""
+        n_radial = len(self.radial_eta)
+        eta = self.pair_eta_t.to(r.dtype)
+        gauss = torch.exp(-eta * (r * r)[:, None])  # (P, E_rad + E_ang)
+        cutoff = bump_cutoff(r, self.cutoff)[:, None]
+        both = gauss * cutoff
+        d_both = gauss * (bump_cutoff_derivative(r, self.cutoff)[:, None] - 2.0 * eta * r[:, None] * cutoff)
+        return both[:, :n_radial], d_both[:, :n_radial], both[:, n_radial:], d_both[:, n_radial:]
 
     def _angle_base(self, cos: torch.Tensor) -> torch.Tensor:
         """``½ (1 + λ cos)``, never negative (:func:`.half_one_plus_lambda_cos`), ``(T, L, 1)``."""

@@ -47,6 +47,14 @@ def bump_cutoff(r: torch.Tensor, cutoff: float) -> torch.Tensor:
     return torch.where(inside, torch.exp(1.0 - 1.0 / torch.where(inside, x, 1.0)), 0.0)
 
 
+def bump_cutoff_derivative(r: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """``d f_c / dr`` of :func:`bump_cutoff`: ``f_c(r) · (−2r / Rc²) / (1 − r²/Rc²)²`` for ``r < Rc``, else 0."""
+    x = 1.0 - (r * r) * (1.0 / cutoff**2)
+    inside = x > 0
+    safe = torch.where(inside, x, 1.0)
+    return torch.where(inside, torch.exp(1.0 - 1.0 / safe) * (-2.0 / cutoff**2) * r / (safe * safe), 0.0)
+
+
 def cosine_cutoff(r: torch.Tensor, cutoff: float) -> torch.Tensor:
     """Behler's cosine cutoff (Tokita & Behler, Eq. 4): ``0.5 [cos(π r / Rc) + 1]`` for ``r ≤ Rc``."""
     value = 0.5 * (torch.cos(torch.pi * r / cutoff) + 1.0)
@@ -208,6 +216,18 @@ class AtomCenteredDescriptor(torch.nn.Module):
         """Descriptor matrix ``(A, len(self))`` from the species-resolved sums ``(A, S, E)`` and ``(A, Q, F)``."""
         raise NotImplementedError
 
+    def pair_features_and_derivatives(
+        self, r: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`radial_features`, :meth:`angular_pair_features` and their derivatives with respect to ``r``.
+
+        Generic version by forward-mode differentiation; descriptors may override it with closed
+        forms (``torch.func`` imports ``torch._dynamo`` on first use: seconds in every process).
+        """
+        radial, d_radial = jvp(self.radial_features, (r,), (torch.ones_like(r),))
+        part, d_part = jvp(self.angular_pair_features, (r,), (torch.ones_like(r),))
+        return radial, d_radial, part, d_part
+
     def triplet_jacobian(self, v_a, v_b, part_a, part_b, d_part_a, d_part_b):
         """Triplet features ``(T, F)`` and their derivatives with respect to ``v_a`` and ``v_b``, ``(T, F, 3)``.
 
@@ -285,7 +305,7 @@ class AtomCenteredDescriptor(torch.nn.Module):
             q = self.n_species_pairs
             vectors = self.pair_vectors(positions, cells, graph)
             r = torch.linalg.vector_norm(vectors, dim=-1)
-            radial_values, radial_derivative = jvp(self.radial_features, (r,), (torch.ones_like(r),))
+            radial_values, radial_derivative, part, d_part = self.pair_features_and_derivatives(r)
             radial = self.radial_sums(radial_values, graph, n_atoms)
 
             centers = graph["centers"]
@@ -293,7 +313,6 @@ class AtomCenteredDescriptor(torch.nn.Module):
             triplets = graph["triplets"]
             if layout == "auto":
                 layout = "triplet" if 2 * triplets.shape[0] <= s * vectors.shape[0] else "pair"
-            part, d_part = jvp(self.angular_pair_features, (r,), (torch.ones_like(r),))
             n_features = len(self.angular_eta) * len(self.lambdas) * len(self.zetas)
             angular = vectors.new_zeros(n_atoms * q, n_features)
             if layout == "triplet":

@@ -150,3 +150,49 @@ def test_the_jacobian_and_backward_paths_agree_closely_on_sn2(sn2_model, sn2_fra
         >= ensemble_module.JACOBIAN_MIN_TRIPLETS
     )
     np.testing.assert_allclose(jacobian_path.forces, backward_path.forces, rtol=0, atol=1e-11)
+
+
+def test_closed_form_pair_derivatives_equal_forward_mode_differentiation_and_finite_differences():
+    descriptor = EeACSF.from_paper(["H", "C", "Cl"], cutoff=6.0)
+    # inside, just below the cutoff (where f_c and every derivative vanish), at and beyond it
+    r = torch.cat([torch.linspace(0.4, 5.9, 200), torch.tensor([5.999, 6.0, 6.5])]).to(torch.float64)
+    closed = descriptor.pair_features_and_derivatives(r)
+    generic = AtomCenteredDescriptor.pair_features_and_derivatives(descriptor, r)  # torch.func.jvp
+    for a, b in zip(closed, generic):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    radial, d_radial, part, d_part = closed
+    torch.testing.assert_close(radial, descriptor.radial_features(r), rtol=0, atol=0)
+    torch.testing.assert_close(part, descriptor.angular_pair_features(r), rtol=0, atol=0)
+    h = 1e-6
+    inner = r[:200]
+    for features, derivative in ((descriptor.radial_features, d_radial), (descriptor.angular_pair_features, d_part)):
+        central = (features(inner + h) - features(inner - h)) / (2 * h)
+        torch.testing.assert_close(derivative[:200], central, rtol=1e-6, atol=1e-9)
+        assert torch.all(derivative[200:] == 0)
+
+
+def test_the_eeacsf_jacobian_path_does_not_import_torch_dynamo(tmp_path):
+    """torch.func (forward mode) imports torch._dynamo on first use: 1-3 s in every lmlp process."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from ase.io import read
+from aiida_lmlp.potential import EeACSF, Ensemble
+from aiida_lmlp.potential.ensemble import JACOBIAN_MIN_TRIPLETS
+from aiida_lmlp.potential.neighbors import build_graph
+frames = read(sys.argv[1], ":20")
+elements = ["H", "C", "N", "O", "F", "S", "Cl", "Br"]
+model = Ensemble.new(elements, EeACSF.from_paper(elements), members=3, hidden=(8,), seed=0,
+                     reference_energies={e: 0.0 for e in elements})
+assert build_graph(frames, elements, 12.0).tensors()["triplets"].shape[0] >= JACOBIAN_MIN_TRIPLETS
+model.evaluate(frames, forces=True, member_forces=True)
+print("torch._dynamo" in sys.modules)
+"""
+    from ..conftest import SN2
+
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(SN2 / "pool_a.extxyz")], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
