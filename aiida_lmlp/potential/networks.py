@@ -24,7 +24,14 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["ACTIVATION_SCALE", "RELATIVE_SPREAD_FLOOR", "ElementNetwork", "StackedAtomicNetworks", "scaled_tanh"]
+__all__ = [
+    "ACTIVATION_SCALE",
+    "RELATIVE_SPREAD_FLOOR",
+    "ElementNetwork",
+    "StackedAtomicNetworks",
+    "scaled_tanh",
+    "scaled_tanh_and_slope",
+]
 
 ACTIVATION_SCALE = 1.59223
 
@@ -39,6 +46,21 @@ _TRUNCATED_VARIANCE = 1.0 - 4.0 * math.exp(-2.0) / math.sqrt(2.0 * math.pi) / ma
 def scaled_tanh(x: torch.Tensor) -> torch.Tensor:
     """The paper's activation ``1.59223 · tanh(x)``."""
     return ACTIVATION_SCALE * torch.tanh(x)
+
+
+def scaled_tanh_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``f(x) = s·tanh(x)`` and ``f'(x) = s(1 − tanh²x)``, for a tensor without autograd.
+
+    Both from ``r = 1/(e^{2|x|} + 1)``: ``tanh|x| = 1 − 2r`` and ``1 − tanh²x = 4r(1 − r)``. On
+    the CPU, ``torch.tanh`` in float64 costs three times an ``exp`` (SLEEF's 1-ulp ``tanh``), so
+    these passes take half the time of ``tanh`` followed by ``s − f²/s``, and the activation
+    differs by a few ulp. With ``r ≤ 1/2`` the slope keeps its relative accuracy where the
+    activation saturates, which ``s − f²/s`` loses to cancellation; ``e^{2|x|}`` overflows to
+    ``inf`` for large ``|x|``, which gives ``r = 0``, ``f = ±s`` and ``f' = 0`` as it should.
+    """
+    r = x.abs().mul_(2.0).exp_().add_(1.0).reciprocal_()
+    slope = torch.addcmul(r, r, r, value=-1.0).mul_(4.0 * ACTIVATION_SCALE)
+    return r.mul_(-2.0 * ACTIVATION_SCALE).add_(ACTIVATION_SCALE).copysign_(x), slope
 
 
 class ElementNetwork(torch.nn.Module):
@@ -99,26 +121,24 @@ class ElementNetwork(torch.nn.Module):
         The same function as :meth:`forward`, evaluated without autograd for the per-member
         forces: the standardisation is folded into the first layer, which then is one matrix
         product for all members (the input is shared), and the input gradients are propagated
-        by hand with ``f'(z) = s − f(z)²/s`` from the stored activations. Not differentiable.
+        by hand with the slopes ``f'(z)`` stored on the way (:func:`scaled_tanh_and_slope`). Not differentiable.
         """
         n_atoms = descriptors.shape[0]
         first = self.alpha[:, :, None] * self.weights[0]  # (M, G, h1): α folded into W1
         bias = self.biases[0] - torch.einsum("mg,mgh->mh", self.alpha * self.beta, self.weights[0])
         x = (descriptors @ first.transpose(0, 1).reshape(self.n_inputs, -1)).view(n_atoms, self.members, -1)
         x = x.transpose(0, 1) + bias[:, None, :]  # (M, N, h1)
-        activations = []
+        slopes = []
         last = len(self.weights) - 1
-        s = ACTIVATION_SCALE
         for k in range(1, last + 1):
-            x = torch.tanh_(x).mul_(s)  # in place: x is a fresh product here, used by nothing else
-            activations.append(x)
+            x, slope = scaled_tanh_and_slope(x)
+            slopes.append(slope)
             x = torch.baddbmm(self.biases[k][:, None, :], x, self.weights[k])
         energies = x.squeeze(-1)  # (M, N)
         output = first if last == 0 else self.weights[last]  # a network without hidden layers is linear
         delta = output[:, None, :, 0].expand(-1, n_atoms, -1)  # ∂E/∂(input of the output layer)
         for k in range(last, 0, -1):
-            a = activations[k - 1]
-            delta = torch.addcmul(torch.full_like(a, s), a, a, value=-1.0 / s).mul_(delta)  # f' = s − f²/s
+            delta = slopes[k - 1].mul_(delta)
             weights = first if k == 1 else self.weights[k - 1]
             delta = torch.bmm(delta, weights.transpose(1, 2))  # through layer k − 1 (first: with α)
         return energies, delta

@@ -144,6 +144,26 @@ def test_activation_and_initialisation_preserve_unit_variance():
     assert h.var().item() == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_activation_and_slope_from_one_exponential_equal_tanh_and_its_derivative(dtype):
+    from aiida_lmlp.potential.networks import scaled_tanh_and_slope
+
+    x = torch.cat([torch.linspace(-30.0, 30.0, 6001, dtype=torch.float64), torch.tensor([-1e4, -400.0, 400.0, 1e4])])
+    given = x.to(dtype)
+    before = given.clone()
+    activation, slope = scaled_tanh_and_slope(given)
+    assert torch.equal(given, before)  # the input is left as it was
+    assert activation.dtype == slope.dtype == dtype
+    assert torch.isfinite(activation).all() and torch.isfinite(slope).all()  # e^{2x} = inf for the largest
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(activation.double(), ACTIVATION_SCALE * torch.tanh(x), rtol=0, atol=8 * eps)
+    # f'(x) = s / cosh²(x), to a few ulp relative on both sides, also deep in saturation (where s − f²/s
+    # loses it to cancellation)
+    exact = ACTIVATION_SCALE / torch.cosh(x) ** 2
+    torch.testing.assert_close(slope.double(), exact, rtol=64 * eps, atol=1e-300 if dtype == torch.float64 else 1e-37)
+    assert slope[x.abs() == 400].eq(0).all() and activation[-1] == ACTIVATION_SCALE == -activation[-4]
+
+
 def test_adding_an_element_leaves_existing_networks_unchanged(sn2_frames):
     model = Ensemble.new(["H", "C", "Cl", "Br", "F", "O", "N", "S"], members=2, hidden=(8,), seed=2)
     before = model.evaluate(sn2_frames[:4])

@@ -37,6 +37,29 @@ def test_pair_gradients_equal_the_autograd_vector_jacobian_products(kind, layout
     torch.testing.assert_close(gradient, expected, rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.parametrize("layout", ["pair", "triplet"])
+@pytest.mark.parametrize("block_bytes", [1, 20_000, 1 << 40], ids=["one atom per block", "several", "one block"])
+def test_value_pair_gradients_in_atom_blocks_equal_the_autograd_vector_jacobian_products(layout, block_bytes):
+    from ase import Atoms
+
+    descriptor = EeACSF.from_paper(["H", "C", "O"], cutoff=5.0)
+    # lone atoms (no pairs, no triplets: empty ranges in their blocks) before, between and after
+    lone = Atoms("O", positions=[[0.0, 0.0, 0.0]])
+    structures = [lone, random_box("H8C4O4", 7.0, seed=3), lone, random_box("H6C3O3", 6.5, seed=4), lone]
+    t = build_graph(structures, descriptor.elements, descriptor.cutoff).tensors()
+    positions = t["positions"].clone().requires_grad_(True)
+    values = descriptor(positions, t["cells"], t)
+    cotangent = torch.randn(3, *values.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    expected = torch.autograd.grad(values, positions, cotangent, is_grads_batched=True)[0]  # (3, A, 3)
+
+    jacobian = descriptor.sums_and_jacobian(t["positions"], t["cells"], t, layout=layout)
+    pair = descriptor.value_pair_gradients(jacobian, t, values.detach(), cotangent, block_bytes=block_bytes)
+    gradient = torch.zeros_like(expected)
+    gradient.index_add_(1, t["neighbors"], pair)
+    gradient.index_add_(1, t["centers"], -pair)
+    torch.testing.assert_close(gradient, expected, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("kind", ["eeacsf", "acsf"])
 def test_closed_form_sums_cotangents_equal_autograd(kind):
     from ase import Atoms
