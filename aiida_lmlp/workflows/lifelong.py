@@ -19,7 +19,7 @@ from the initial structures that could be labelled (unless ``explore_structures`
 from __future__ import annotations
 
 from aiida import orm
-from aiida.engine import ToContext, WorkChain, if_, while_
+from aiida.engine import ExitCode, ToContext, WorkChain, if_, while_
 
 from aiida_lmlp.calculations.explore import LmlpExploreCalculation
 from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
@@ -28,6 +28,7 @@ from aiida_lmlp.potential.exploration import trajectory_counts
 from aiida_lmlp.registry import register_version
 
 from .data_stream import segments_to_merge
+from .ensemble_training import DEFAULT_MAX_RESTARTS, EnsembleTraining, TrainingRequest
 from .label import LabelWorkChain
 from .links import outputs_of
 from .reporting import CallerNamedReport
@@ -91,8 +92,13 @@ def _validate_inputs(inputs: dict, _) -> str | None:
     return None
 
 
-class LifelongWorkChain(CallerNamedReport, WorkChain):
-    """Label, train, explore, screen and learn in a loop; every version is registered."""
+class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
+    """Label, train, explore, screen and learn in a loop; every version is registered.
+
+    Every version is trained by :class:`EnsembleTraining`'s steps in this work chain (its
+    ``lmlp.train`` jobs are called ``train_v<version>_block_<b>_try_<n>``), with the settings of
+    the ``train`` namespace, which are ``lmlp.train_ensemble``'s.
+    """
 
     @classmethod
     def define(cls, spec):
@@ -165,14 +171,14 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         spec.outline(
             cls.setup,
             if_(cls.needs_initial_labels)(cls.label_initial, cls.inspect_initial_labels),
-            if_(cls.needs_first_version)(cls.train_first, cls.register),
+            if_(cls.needs_first_version)(*cls._training_steps()),
             while_(cls.should_continue)(
                 cls.explore,
                 cls.screen,
                 if_(cls.has_candidates)(
                     cls.label,
                     cls.inspect_labels,
-                    if_(cls.has_new_data)(cls.train_next, cls.register),
+                    if_(cls.has_new_data)(*cls._training_steps()),
                 ),
                 cls.check_convergence,
             ),
@@ -186,6 +192,17 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         spec.output("stop_reason", valid_type=orm.Str, help="converged | max_iterations | dft_budget")
         spec.exit_code(401, "ERROR_INITIAL_LABELLING_FAILED", message="No initial structure could be labelled.")
         spec.exit_code(402, "ERROR_TRAINING_FAILED", message="Training version {version} failed: {message}")
+
+    @classmethod
+    def _training_steps(cls) -> tuple:
+        """Train the next version (first or continued) and register it."""
+        return (
+            cls.plan_training,
+            cls.submit_training,
+            while_(cls.training_pending)(cls.inspect_training),
+            cls.gather_training,
+            cls.register,
+        )
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -294,22 +311,29 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
         pks = [pk for pk, _ in self.ctx.stream] if "stream" in self.ctx else self.ctx.labelled
         return {f"d{i:03d}": orm.load_node(pk) for i, pk in enumerate(pks)}
 
-    def train_first(self):
-        """Train version 0 on the initial data."""
-        inputs = self.exposed_inputs(TrainEnsembleWorkChain, "train")
-        inputs["datasets"] = self._datasets()
-        inputs.setdefault("metadata", {})["call_link_label"] = "train_v000"
-        return ToContext(training=self.submit(TrainEnsembleWorkChain, **inputs))
+    def training_request(self) -> TrainingRequest:
+        """The next version: the first from ``train.parameters``, later ones continue the current version
+        (with ``continue_parameters`` when given) on the whole data stream."""
+        train = self.exposed_inputs(TrainEnsembleWorkChain, "train")
+        continuing = self.ctx.potential is not None
+        parameters = train.get("parameters")
+        if continuing and "continue_parameters" in self.inputs:
+            parameters = self.inputs.continue_parameters
+        return TrainingRequest(
+            job_inputs=dict(train.get("train", {})),
+            datasets=self._datasets(),
+            parent_potential=orm.load_node(self.ctx.potential) if continuing else None,
+            parameters=parameters.get_dict() if parameters is not None else {},
+            members_per_job=train["members_per_job"].value if "members_per_job" in train else None,
+            max_restarts=train["max_restarts"].value if "max_restarts" in train else DEFAULT_MAX_RESTARTS,
+            gather_code=train.get("gather_code"),
+            link_prefix=f"train_v{self.ctx.version + 1:03d}_",
+        )
 
-    def train_next(self):
-        """Continue training the current version with the new conformations in its data stream."""
-        inputs = self.exposed_inputs(TrainEnsembleWorkChain, "train")
-        inputs["datasets"] = self._datasets()
-        inputs["parent_potential"] = orm.load_node(self.ctx.potential)
-        if "continue_parameters" in self.inputs:
-            inputs["parameters"] = self.inputs.continue_parameters
-        inputs.setdefault("metadata", {})["call_link_label"] = f"train_v{self.ctx.version + 1:03d}"
-        return ToContext(training=self.submit(TrainEnsembleWorkChain, **inputs))
+    def training_failed(self, job: str | None, message: str) -> ExitCode:
+        """The campaign ends: a version could not be trained."""
+        what = f"{job} failed for good" if job else "gathering the member blocks failed"
+        return self.exit_codes.ERROR_TRAINING_FAILED.format(version=self.ctx.version + 1, message=f"{what}: {message}")
 
     def _register(self, potential: LmlpPotentialData, parent: LmlpPotentialData | None) -> None:
         size = len({i for dataset in self._datasets().values() for i in dataset.ids})
@@ -325,14 +349,12 @@ class LifelongWorkChain(CallerNamedReport, WorkChain):
 
     def register(self):
         """Record the new version in the campaign's group, with its parent."""
-        node = self.ctx.training
-        if not node.is_finished_ok:
-            return self.exit_codes.ERROR_TRAINING_FAILED.format(
-                version=self.ctx.version + 1, message=node.exit_message or str(node.exit_status)
-            )
+        outputs = self.training_outputs()
+        if isinstance(outputs, ExitCode):
+            return outputs
         parent = orm.load_node(self.ctx.potential) if self.ctx.potential is not None else None
         self.ctx.version += 1
-        potential = node.outputs.potential
+        potential = outputs["potential"]
         self._register(potential, parent)
         self.ctx.potential = potential.pk
         a = potential.base.attributes

@@ -5,29 +5,24 @@ last epoch for any other reason) hands back its last checkpoint, and is resubmit
 continue from it for the epochs it still owes, instead of starting over. With
 ``members_per_job`` smaller than the ensemble, the jobs run in parallel as member blocks
 (``member_offset`` for a new model, ``member_block`` of the parent when continuing) and an
-``lmlp.gather`` calculation joins them into one version.
+``lmlp.gather`` calculation joins them into one version. The steps are
+:class:`~aiida_lmlp.workflows.ensemble_training.EnsembleTraining`'s, which ``lmlp.lifelong``
+runs itself for each of its versions.
 """
 
 from __future__ import annotations
 
 from aiida import orm
-from aiida.engine import ToContext, WorkChain, while_
+from aiida.engine import ExitCode, WorkChain, while_
 
-from aiida_lmlp.calculations.gather import LmlpGatherCalculation
 from aiida_lmlp.calculations.train import LmlpTrainCalculation
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
-from aiida_lmlp.workflows.links import outputs_of
-from aiida_lmlp.workflows.reporting import CallerNamedReport
 
-__all__ = ["TrainEnsembleWorkChain"]
+from .ensemble_training import DEFAULT_MAX_RESTARTS, RESUMABLE, EnsembleTraining, TrainingRequest
+from .reporting import CallerNamedReport
 
-RESUMABLE = (
-    LmlpTrainCalculation.exit_codes.ERROR_TRAINING_INCOMPLETE.status,
-    LmlpTrainCalculation.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status,
-    LmlpTrainCalculation.exit_codes.ERROR_SCHEDULER_NODE_FAILURE.status,
-    LmlpTrainCalculation.exit_codes.ERROR_MISSING_MODEL.status,
-)
+__all__ = ["RESUMABLE", "TrainEnsembleWorkChain"]
 
 
 def _validate_members_per_job(value: orm.Int | None, _) -> str | None:
@@ -36,7 +31,7 @@ def _validate_members_per_job(value: orm.Int | None, _) -> str | None:
     return None
 
 
-class TrainEnsembleWorkChain(CallerNamedReport, WorkChain):
+class TrainEnsembleWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
     """Train (or continue training) an lMLP ensemble in one or several ``lmlp.train`` jobs."""
 
     @classmethod
@@ -61,15 +56,16 @@ class TrainEnsembleWorkChain(CallerNamedReport, WorkChain):
         spec.input(
             "max_restarts",
             valid_type=orm.Int,
-            default=lambda: orm.Int(5),
+            default=lambda: orm.Int(DEFAULT_MAX_RESTARTS),
             help="Resubmissions per job after a wall-time kill (each continues from the last checkpoint).",
         )
         spec.input("gather_code", valid_type=orm.AbstractCode, required=False, help="Default: the training code.")
+        # the same shape as before the steps moved to EnsembleTraining: a checkpointed run resumes
         spec.outline(
             cls.setup,
-            cls.submit_jobs,
-            while_(cls.jobs_pending)(cls.inspect_jobs),
-            cls.gather,
+            cls.submit_training,
+            while_(cls.training_pending)(cls.inspect_training),
+            cls.gather_training,
             cls.results,
         )
         spec.output("potential", valid_type=LmlpPotentialData, help="The trained version.")
@@ -83,127 +79,33 @@ class TrainEnsembleWorkChain(CallerNamedReport, WorkChain):
         )
         spec.exit_code(402, "ERROR_GATHER_FAILED", message="Gathering the member blocks failed: {message}")
 
-    # -- planning -----------------------------------------------------------------------------------
+    def training_request(self) -> TrainingRequest:
+        """The inputs, as :class:`EnsembleTraining` takes them."""
+        return TrainingRequest(
+            job_inputs=dict(self.exposed_inputs(LmlpTrainCalculation, "train")),
+            datasets=dict(self.inputs.datasets),
+            parent_potential=self.inputs.get("parent_potential"),
+            parameters=self.inputs.parameters.get_dict() if "parameters" in self.inputs else {},
+            members_per_job=self.inputs.members_per_job.value if "members_per_job" in self.inputs else None,
+            max_restarts=self.inputs.max_restarts.value,
+            gather_code=self.inputs.get("gather_code"),
+        )
 
-    def _members(self) -> int:
-        parameters = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
-        if "parent_potential" in self.inputs:
-            return self.inputs.parent_potential.members
-        from aiida_lmlp.potential.training_config import default_config
-
-        return int(parameters.get("members", default_config()["members"]))
+    def training_failed(self, job: str | None, message: str) -> ExitCode:
+        """401 for a job that failed for good, 402 for the gathering."""
+        if job is None:
+            return self.exit_codes.ERROR_GATHER_FAILED.format(message=message)
+        return self.exit_codes.ERROR_TRAINING_FAILED.format(job=job, message=message)
 
     def setup(self):
         """Plan the member blocks: one job for all members unless ``members_per_job`` says otherwise."""
-        members = self._members()
-        per_job = self.inputs.members_per_job.value if "members_per_job" in self.inputs else members
-        per_job = min(per_job, members)
-        self.ctx.blocks = [(start, min(start + per_job, members)) for start in range(0, members, per_job)]
-        self.ctx.restarts = [0] * len(self.ctx.blocks)
-        self.ctx.jobs = [None] * len(self.ctx.blocks)  # pk of each block's latest job
-        self.ctx.done = [None] * len(self.ctx.blocks)  # pk of each block's finished potential
-        parameters = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
-        from aiida_lmlp.potential.training_config import default_config
-
-        self.ctx.epochs = int(parameters.get("epochs", default_config()["epochs"]))
-        self.report(f"training {members} members in {len(self.ctx.blocks)} job(s): {self.ctx.blocks}")
-
-    def _inputs(self, block: int, checkpoint: LmlpPotentialData | None) -> dict:
-        """Inputs of the job for ``block``; from ``checkpoint`` when resuming a killed job."""
-        start, stop = self.ctx.blocks[block]
-        inputs = self.exposed_inputs(LmlpTrainCalculation, "train")
-        inputs["datasets"] = dict(self.inputs.datasets)
-        parameters = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
-        split = len(self.ctx.blocks) > 1
-        if checkpoint is not None:
-            done = checkpoint.base.attributes.get("epochs") - self._start_epoch()
-            parameters["epochs"] = max(self.ctx.epochs - done, 0)
-            inputs["parent_potential"] = checkpoint
-        elif "parent_potential" in self.inputs:
-            inputs["parent_potential"] = self.inputs.parent_potential
-            if split:
-                inputs["member_block"] = orm.List([start, stop])
-        elif split:
-            parameters.update({"members": stop - start, "member_offset": start})
-        if parameters:
-            inputs["parameters"] = orm.Dict(parameters)
-        inputs.setdefault("metadata", {})
-        inputs["metadata"]["call_link_label"] = f"train_block_{block:02d}_try_{self.ctx.restarts[block]:02d}"
-        return inputs
-
-    def _start_epoch(self) -> int:
-        if "parent_potential" in self.inputs:
-            return self.inputs.parent_potential.base.attributes.get("epochs", 0)
-        return 0
-
-    # -- running ------------------------------------------------------------------------------------
-
-    def submit_jobs(self):
-        """Submit every block's job; they run in parallel."""
-        futures = {}
-        for block in range(len(self.ctx.blocks)):
-            node = self.submit(LmlpTrainCalculation, **self._inputs(block, None))
-            self.ctx.jobs[block] = node.pk
-            futures[f"job_{block}"] = node
-        return ToContext(**futures)
-
-    def jobs_pending(self) -> bool:
-        """True while a block has no finished potential."""
-        return any(done is None for done in self.ctx.done)
-
-    def inspect_jobs(self):
-        """Keep what finished; resubmit what was killed from its checkpoint; fail on the hopeless."""
-        futures = {}
-        for block, pk in enumerate(self.ctx.jobs):
-            if self.ctx.done[block] is not None:
-                continue
-            node = orm.load_node(pk)
-            if node.is_finished_ok:
-                self.ctx.done[block] = node.outputs.potential.pk
-                continue
-            if node.exit_status not in RESUMABLE or self.ctx.restarts[block] >= self.inputs.max_restarts.value:
-                return self.exit_codes.ERROR_TRAINING_FAILED.format(
-                    job=f"{node.process_label}<{node.pk}>",
-                    message=node.exit_message or f"exit status {node.exit_status}",
-                )
-            checkpoint = node.outputs.potential if "potential" in node.outputs else None
-            self.ctx.restarts[block] += 1
-            where = f"epoch {checkpoint.base.attributes.get('epochs')}" if checkpoint else "the start (no checkpoint)"
-            self.report(f"{node.process_label}<{node.pk}> stopped early ({node.exit_message}); continuing from {where}")
-            resumed = self.submit(LmlpTrainCalculation, **self._inputs(block, checkpoint))
-            self.ctx.jobs[block] = resumed.pk
-            futures[f"job_{block}"] = resumed
-        return ToContext(**futures) if futures else None
-
-    def gather(self):
-        """One job: its potential is the version. Several: ``lmlp.gather`` joins the blocks."""
-        if len(self.ctx.blocks) == 1:
-            return None
-        code = self.inputs.gather_code if "gather_code" in self.inputs else self.inputs.train.code
-        inputs = {
-            "code": code,
-            "blocks": {f"block_{i:02d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.done)},
-            "datasets": dict(self.inputs.datasets),
-            "metadata": {"call_link_label": "gather"},
-        }
-        options = self.inputs.train.get("metadata", {}).get("options", {})
-        if options:
-            keep = ("resources", "max_wallclock_seconds", "queue_name", "account", "prepend_text")
-            inputs["metadata"]["options"] = {k: v for k, v in options.items() if k in keep}
-        return ToContext(gathered=self.submit(LmlpGatherCalculation, **inputs))
+        self.plan_training()
 
     def results(self):
         """The version (and, for one job, its metrics)."""
-        if len(self.ctx.blocks) > 1:
-            node = self.ctx.gathered
-            if not node.is_finished_ok:
-                return self.exit_codes.ERROR_GATHER_FAILED.format(message=node.exit_message or str(node.exit_status))
-            self.out("potential", node.outputs.potential)
-            return None
-        outputs = outputs_of(orm.load_node(self.ctx.jobs[0]))
-        self.out("potential", outputs["potential"])
-        if self.ctx.restarts[0] == 0:
-            for name in ("metrics", "output_parameters"):
-                if name in outputs:
-                    self.out(name, outputs[name])
+        outputs = self.training_outputs()
+        if isinstance(outputs, ExitCode):
+            return outputs
+        for name, node in outputs.items():
+            self.out(name, node)
         return None
