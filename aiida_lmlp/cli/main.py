@@ -224,9 +224,11 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     from aiida_lmlp.potential.allocator import keep_freed_memory
+    from aiida_lmlp.potential.optimizer_imports import optimizers_without_dynamo
     from aiida_lmlp.potential.training_run import run_training
 
     keep_freed_memory()
+    optimizers_without_dynamo()
     block = None
     if member_block is not None:
         if parent is None:

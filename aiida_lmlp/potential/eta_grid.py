@@ -9,7 +9,6 @@ inverts the inflection condition for the eeACSF bump cutoff (Eq. 5 of Eckhoff & 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import brentq
 
 __all__ = ["eta_for_inflection", "eta_grid", "inflection_point"]
 
@@ -29,6 +28,8 @@ def inflection_point(eta: float, cutoff: float) -> float:
     values = np.array([_curvature(r, eta, cutoff) for r in grid])
     sign_change = np.nonzero(np.diff(np.sign(values)) > 0)[0]
     k = int(sign_change[0])
+    from scipy.optimize import brentq  # here: importing SciPy's optimisers costs 0.5 s in every job
+
     return float(brentq(_curvature, grid[k], grid[k + 1], args=(eta, cutoff), xtol=1e-12))
 
 
@@ -44,6 +45,8 @@ def eta_for_inflection(r_inflection: float, cutoff: float) -> float:
     high = 1.0
     while inflection_point(high, cutoff) > r_inflection:
         high *= 4.0
+    from scipy.optimize import brentq
+
     return float(brentq(lambda eta: inflection_point(eta, cutoff) - r_inflection, 0.0, high, xtol=1e-12))
 
 
