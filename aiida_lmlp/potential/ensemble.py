@@ -37,9 +37,10 @@ PAPER_HIDDEN = (102, 61, 44)
 
 #: From this many angular triplets in a batch on, per-member forces use the explicit descriptor
 #: Jacobian; below it, one vectorised backward pass per member costs less than building the
-#: Jacobian. Measured with 10 members (benchmarks/per_member_paths.py): about even at 4–8 SN2
-#: conformations (375–660 triplets); 200 SN2 conformations 1.45x, fcc Cu at 4.5 Å 2.7x faster.
-JACOBIAN_MIN_TRIPLETS = 512
+#: Jacobian. Measured with 10 members (benchmarks/per_member_paths.py, 2026-11-27, two runs):
+#: the backward passes win at 1 SN2 conformation (105 triplets, 1.2-1.3x), the Jacobian from
+#: 4 (375 triplets, 1.08-1.09x) on; 200 SN2 conformations 1.7-2.0x, fcc Cu at 4.5 Å 3.7-4.1x.
+JACOBIAN_MIN_TRIPLETS = 256
 
 
 @dataclass

@@ -166,7 +166,7 @@ def test_descriptor_gradients_are_stable_at_a_straight_angle(kind, sn2_frames):
 
 def test_the_jacobian_and_backward_paths_agree_closely_on_sn2(sn2_model, sn2_frames):
     """Both per-member force paths on 30 conformations with near-straight angles: equal to rounding."""
-    jacobian_path = sn2_model.evaluate(sn2_frames[:30])  # ≥ 512 triplets: the descriptor Jacobian
+    jacobian_path = sn2_model.evaluate(sn2_frames[:30])  # enough triplets for the descriptor Jacobian
     backward_path = sn2_model.evaluate(sn2_frames[:30], member_forces=False)  # one backward pass
     assert (
         build_graph(sn2_frames[:30], sn2_model.elements, 12.0).triplets.shape[0]
