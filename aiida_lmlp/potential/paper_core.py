@@ -56,7 +56,14 @@ class PaperCoRe(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One optimisation step for every parameter that has a gradient."""
+        """One optimisation step for every parameter that has a gradient.
+
+        Written for few passes over the weights (about 25 instead of 45: for the paper's ten
+        members of 102-61-44 networks, 2 M weights, the step took a third of a CPU training
+        epoch): the moments by ``lerp``, the update and the weights in place, and a member that
+        takes no step masked by a factor 0 or 1 per member instead of ``where`` over the weights.
+        Such a member keeps ``g``, ``h``, ``s``, ``S`` and its weights bit for bit.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -85,37 +92,43 @@ class PaperCoRe(torch.optim.Optimizer):
                 active = grad.reshape(members, -1).ne(0).any(1) if stacked else grad.new_ones(1, dtype=torch.bool)
                 state["step"] = state["step"] + active
                 tau = state["step"].clamp_min(1.0).to(param.dtype).view(view)
-                act = active.view(view)
+                act = active.to(param.dtype).view(view)  # per member: 1 takes the step, 0 keeps everything
                 g_prev = state["g"]
                 beta_1 = beta_1b + (beta_1a - beta_1b) * torch.exp(-(((tau - 1.0) / beta_1c) ** 2))
-                g = torch.where(act, beta_1 * g_prev + (1.0 - beta_1) * grad, g_prev)  # Eq. 13
-                h = torch.where(act, beta_2 * state["h"] + (1.0 - beta_2) * grad * grad, state["h"])  # Eq. 14
-                update = (g / (1.0 - beta_1**tau)) / ((h / (1.0 - beta_2**tau)).sqrt() + group["eps"])  # Eq. 16
-                plasticity = self._plasticity(state["S"], state["step"], group)  # Eq. 17
-                sign = g_prev * g * plasticity * act
-                factor = torch.ones_like(sign)
-                factor[sign > 0] = eta_plus
-                factor[sign < 0] = eta_minus
+                g = torch.lerp(g_prev, grad, (1.0 - beta_1) * act)  # Eq. 13 (weight 0: g_prev exactly)
+                h = state["h"].lerp_(grad * grad, (1.0 - beta_2) * act)  # Eq. 14
+                denominator = h.mul(1.0 / (1.0 - beta_2**tau)).sqrt_().add_(group["eps"])
+                update = g.mul(1.0 / (1.0 - beta_1**tau)).div_(denominator)  # Eq. 16
+                plasticity = self._plasticity(state["S"], state["step"], group)  # Eq. 17 (None: all 1)
+                sign = (g_prev * g).mul_(act)
+                if plasticity is not None:
+                    sign.mul_(plasticity)
+                one = sign.new_ones(())  # a tensor, so that where() keeps the weights' dtype
+                factor = torch.where(sign > 0, one * eta_plus, one)
+                factor = torch.where(sign < 0, one * eta_minus, factor)
                 state["s"].mul_(factor).clamp_(s_min, s_max)  # Eq. 18
-                step = torch.where(act, update * plasticity * state["s"], torch.zeros_like(update))
-                param.mul_(1.0 - group["weight_decay"] * step.abs()).sub_(step)  # Eq. 19
-                if t_hist > 0:  # Eq. 20
-                    decayed = torch.where(tau > t_hist, (1.0 - 1.0 / t_hist) * state["S"], state["S"])
-                    state["S"] = torch.where(act, decayed + g * step / t_hist, state["S"])
-                state["g"], state["h"] = g, h
+                step = update.mul_(state["s"]).mul_(act)  # u P s, 0 for a member without a step
+                if plasticity is not None:
+                    step.mul_(plasticity)
+                if group["weight_decay"]:
+                    param.addcmul_(param, step.abs(), value=-group["weight_decay"])  # Eq. 19: (1 − d|uPs|) w
+                param.sub_(step)  # Eq. 19: − uPs
+                if t_hist > 0:  # Eq. 20: decay once past t_hist, then add g uPs / t_hist
+                    decay = torch.where((tau > t_hist) & (act > 0), one * (1.0 - 1.0 / t_hist), one)
+                    state["S"].mul_(decay).addcmul_(g, step, value=1.0 / t_hist)
+                state["g"] = g
         return loss
 
     @staticmethod
-    def _plasticity(score: torch.Tensor, steps: torch.Tensor, group: dict) -> torch.Tensor:
-        """Eq. 17 per member (row): 0 for the ``n_frozen`` highest scores once ``τ > t_hist``."""
-        ones = torch.ones_like(score)
+    def _plasticity(score: torch.Tensor, steps: torch.Tensor, group: dict) -> torch.Tensor | None:
+        """Eq. 17 per member (row): 0 for the ``n_frozen`` highest scores once ``τ > t_hist``; None: all 1."""
         t_hist = group["score_history"]
         if t_hist <= 0 or group["frozen"] <= 0 or not bool((steps > t_hist).any()):
-            return ones
+            return None
         rows = score.reshape(score.shape[0], -1) if group["member_axis"] == 0 else score.reshape(1, -1)
         n_frozen = int(group["frozen"] * rows.shape[1])
         if n_frozen == 0:
-            return ones
+            return None
         top = torch.topk(rows, n_frozen, dim=1).indices
         mask = torch.ones_like(rows).scatter_(1, top, 0.0)
         mask[steps <= t_hist] = 1.0  # members still building their score history

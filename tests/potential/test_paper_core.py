@@ -160,3 +160,30 @@ def test_bad_hyperparameters_are_named():
         PaperCoRe([weight], etas=(1.5, 1.2))
     with pytest.raises(ValueError, match="unknown CoRe hyperparameter"):
         PaperCoRe([weight], learning_rate=1.0)
+
+
+def test_a_member_without_a_gradient_keeps_its_weights_and_state_bit_for_bit():
+    """A stacked member whose gradient slice is exactly zero takes no step; the other one steps as if alone."""
+    start = torch.tensor([[0.3, -0.2, 0.05], [0.8, -0.4, 0.1]], dtype=torch.float64)
+    weight = torch.nn.Parameter(start.clone())
+    optimizer = PaperCoRe([weight], **HYPER, member_axis=0)
+    alone = torch.nn.Parameter(start[:1].clone())
+    reference = PaperCoRe([alone], **HYPER, member_axis=0)
+    frozen_state = None
+    for k, grads in enumerate(GRADS):
+        grad = torch.tensor([grads[:3], grads[1:]], dtype=torch.float64)
+        if k >= 2:  # from the third step on, member 1 is not involved
+            grad[1] = 0.0
+            frozen_state = frozen_state or {
+                key: value[1].clone() for key, value in optimizer.state[weight].items() if key != "step"
+            } | {"weight": weight.detach()[1].clone()}
+        weight.grad = grad
+        optimizer.step()
+        alone.grad = grad[:1].clone()
+        reference.step()
+    state = optimizer.state[weight]
+    assert state["step"].tolist() == [5.0, 2.0]
+    for key in ("g", "h", "s", "S"):
+        assert torch.equal(state[key][1], frozen_state[key]), key
+    assert torch.equal(weight.detach()[1], frozen_state["weight"])
+    torch.testing.assert_close(weight.detach()[:1], alone.detach(), rtol=0, atol=0)
