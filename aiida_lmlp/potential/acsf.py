@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from .elements import validate_elements
-from .symmetry_functions import AtomCenteredDescriptor, cosine_cutoff, half_one_plus_lambda_cos
+from .symmetry_functions import AtomCenteredDescriptor, BucketSlots, cosine_cutoff, half_one_plus_lambda_cos
 
 __all__ = ["ACSF"]
 
@@ -135,13 +135,18 @@ class ACSF(AtomCenteredDescriptor):
         """The sums themselves: ``(A, S·E_rad + Q·F)``."""
         return torch.cat([radial.flatten(1), angular.flatten(1)], dim=1)
 
-    def sums_cotangent_rows(self, values: torch.Tensor, cotangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sums_cotangent_rows(
+        self, values: torch.Tensor, cotangent: torch.Tensor, slots: BucketSlots | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """VJP of :meth:`values_from_sums`: the cotangent split back into the two blocks of sums, by rows."""
         n_radial = self.n_species * len(self.radial_eta)
         members, n_atoms = cotangent.shape[:2]
         rows = cotangent.transpose(0, 1)  # (A, M, G)
         radial = rows[..., :n_radial].unflatten(-1, (self.n_species, -1)).transpose(1, 2)  # (A, S, M, E)
         angular = rows[..., n_radial:].unflatten(-1, (self.n_species_pairs, -1)).transpose(1, 2)  # (A, Q, M, F)
-        return radial.reshape(n_atoms * self.n_species, members, -1), angular.reshape(
-            n_atoms * self.n_species_pairs, members, -1
+        if slots is not None:  # each atom's own buckets: (A, S', M, E) and (A, Q', M, F)
+            atom = torch.arange(n_atoms, device=cotangent.device)[:, None]
+            radial, angular = radial[atom, slots.radial_buckets], angular[atom, slots.angular_buckets]
+        return radial.reshape(n_atoms * radial.shape[1], members, -1), angular.reshape(
+            n_atoms * angular.shape[1], members, -1
         )

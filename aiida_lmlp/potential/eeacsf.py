@@ -38,6 +38,7 @@ from .elements import (
 from .eta_grid import eta_for_inflection, eta_grid, inflection_point
 from .symmetry_functions import (
     AtomCenteredDescriptor,
+    BucketSlots,
     bump_cutoff,
     bump_cutoff_derivative,
     half_one_plus_lambda_cos,
@@ -300,7 +301,9 @@ class EeACSF(AtomCenteredDescriptor):
         g_ang = torch.matmul(self.angular_weights.to(dtype).T, angular)  # (A, H_ang, F)
         return safe_sqrt(torch.cat([g_rad.flatten(1), g_ang.flatten(1)], dim=1))
 
-    def sums_cotangent_rows(self, values: torch.Tensor, cotangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sums_cotangent_rows(
+        self, values: torch.Tensor, cotangent: torch.Tensor, slots: BucketSlots | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """VJP of :meth:`values_from_sums`: ``d√x = dx / (2√x)`` (0 where the value is 0), then the element terms."""
         dtype = values.dtype
         members, n_atoms = cotangent.shape[:2]
@@ -312,8 +315,12 @@ class EeACSF(AtomCenteredDescriptor):
         # (A, H, M·E) per atom, then one batched product with the element-term table (S, H) or (Q, H)
         radial = inner[..., :n_radial].unflatten(-1, (n_radial_terms, -1)).transpose(1, 2).flatten(2)
         angular = inner[..., n_radial:].unflatten(-1, (n_angular_terms, -1)).transpose(1, 2).flatten(2)
-        radial = torch.matmul(self.radial_weights.to(dtype), radial)  # (A, S, M·E)
-        angular = torch.matmul(self.angular_weights.to(dtype), angular)  # (A, Q, M·F)
-        return radial.reshape(n_atoms * self.n_species, members, -1), angular.reshape(
-            n_atoms * self.n_species_pairs, members, -1
+        radial_weights, angular_weights = self.radial_weights.to(dtype), self.angular_weights.to(dtype)
+        if slots is not None:  # each atom's own buckets: (A, S', H) and (A, Q', H)
+            radial_weights = radial_weights[slots.radial_buckets]
+            angular_weights = angular_weights[slots.angular_buckets]
+        radial = torch.matmul(radial_weights, radial)  # (A, S, M·E)
+        angular = torch.matmul(angular_weights, angular)  # (A, Q, M·F)
+        return radial.reshape(n_atoms * radial.shape[1], members, -1), angular.reshape(
+            n_atoms * angular.shape[1], members, -1
         )

@@ -26,6 +26,7 @@ from .neighbors import DEFAULT_MIN_DISTANCE, build_graph
 
 __all__ = [
     "AtomCenteredDescriptor",
+    "BucketSlots",
     "SumsJacobian",
     "bump_cutoff",
     "cosine_cutoff",
@@ -94,11 +95,52 @@ def species_pair_table(n_species: int) -> np.ndarray:
     return table
 
 
-#: cotangent rows per block of :meth:`AtomCenteredDescriptor.value_pair_gradients` on the CPU
-#: (4–8 MB measured fastest for 200 SN2 conformations with 10 members, 16 and 64 MB slower)
+#: temporaries per block of :meth:`AtomCenteredDescriptor.value_pair_gradients` on the CPU: cotangent
+#: rows and the rows gathered for the block's pairs and triplets (6–8 MB measured fastest for 200 SN2
+#: conformations with 10 members, 2 and 12 MB slower; a 1002-atom water box 2.4× faster than in one block)
 CPU_BLOCK_BYTES = 8 << 20
 #: the same on a GPU: memory is no concern below this, kernel launches per block are
 DEVICE_BLOCK_BYTES = 1 << 30
+
+
+@dataclass
+class BucketSlots:
+    """The species buckets each atom's sums use, numbered per atom.
+
+    A molecule's atom sees few species: in 200 SN2 conformations with an 8-element descriptor,
+    at most 4 of the 8 radial and 8 of the 36 angular buckets of an atom have a neighbour (or a
+    neighbour pair). The per-member cotangent rows of :meth:`AtomCenteredDescriptor.value_pair_gradients`
+    are computed for these slots only; the other rows would never be gathered.
+    """
+
+    radial_buckets: torch.Tensor  # (A, S'): species of each radial slot (padding: 0, never gathered)
+    radial_slot: torch.Tensor  # (A, S): slot of each species, where the atom uses it
+    angular_buckets: torch.Tensor  # (A, Q'): species pair of each angular slot
+    angular_slot: torch.Tensor  # (A, Q)
+
+    def of_atoms(self, atoms: torch.Tensor | slice) -> BucketSlots:
+        """The slots of some atoms (an index tensor or a slice), in that order."""
+        return BucketSlots(
+            self.radial_buckets[atoms], self.radial_slot[atoms], self.angular_buckets[atoms], self.angular_slot[atoms]
+        )
+
+
+def used_bucket_slots(rows: torch.Tensor, n_atoms: int, n_buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-atom slots of the buckets in use, from their flat row numbers ``atom · n_buckets + bucket``.
+
+    Returns the bucket of every slot ``(A, width)`` (width: the most buckets any atom uses;
+    padding slots hold bucket 0) and the slot of every bucket ``(A, n_buckets)`` (meaningful
+    where the atom uses the bucket).
+    """
+    used = torch.zeros(n_atoms * n_buckets, dtype=torch.bool, device=rows.device)
+    used[rows] = True
+    used = used.view(n_atoms, n_buckets)
+    slot = used.cumsum(1) - 1
+    width = max(1, int(used.sum(1).max())) if n_atoms else 1
+    buckets = torch.zeros(n_atoms, width, dtype=torch.long, device=rows.device)
+    atom, bucket = used.nonzero(as_tuple=True)
+    buckets[atom, slot[atom, bucket]] = bucket
+    return buckets, slot
 
 
 @dataclass
@@ -113,6 +155,8 @@ class SumsJacobian:
     angular_jacobian: torch.Tensor | None = None
     #: "triplet" layout: (T, F, 6), d triplet_features / d (v_a, v_b) of every triplet
     triplet_jacobian: torch.Tensor | None = None
+    #: "triplet" layout: the buckets each atom uses, for compact per-member cotangent rows
+    slots: BucketSlots | None = None
 
     @property
     def layout(self) -> str:
@@ -346,16 +390,25 @@ class AtomCenteredDescriptor(torch.nn.Module):
                 "radial_derivative": radial_derivative,
             }
             if layout == "triplet":
-                return SumsJacobian(**sums, triplet_jacobian=per_triplet)
+                species_pairs = self.pair_table[neighbor_species[triplets[:, 0]], neighbor_species[triplets[:, 1]]]
+                radial_buckets, radial_slot = used_bucket_slots(centers * s + neighbor_species, n_atoms, s)
+                angular_buckets, angular_slot = used_bucket_slots(
+                    centers[triplets[:, 0]] * q + species_pairs, n_atoms, q
+                )
+                slots = BucketSlots(radial_buckets, radial_slot, angular_buckets, angular_slot)
+                return SumsJacobian(**sums, triplet_jacobian=per_triplet, slots=slots)
             return SumsJacobian(**sums, angular_jacobian=jacobian.view(vectors.shape[0], s, n_features, 3))
 
-    def sums_cotangent_rows(self, values: torch.Tensor, cotangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sums_cotangent_rows(
+        self, values: torch.Tensor, cotangent: torch.Tensor, slots: BucketSlots | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cotangents of the sums for cotangents ``(M, A, G)`` of the descriptor ``values`` ``(A, G)``.
 
         The vector-Jacobian product of :meth:`values_from_sums`, one per member, in closed form
         (linear in ``cotangent``, so differentiable in it), laid out by rows as
         :meth:`pair_gradients_from_rows` gathers them: radial ``(A·S, M, E)``, angular
-        ``(A·Q, M, F)``. Each descriptor defines it.
+        ``(A·Q, M, F)``; with ``slots``, only the buckets each atom uses: ``(A·S', M, E)`` and
+        ``(A·Q', M, F)``. Each descriptor defines it.
         """
         raise NotImplementedError
 
@@ -392,22 +445,26 @@ class AtomCenteredDescriptor(torch.nn.Module):
         """``∂E/∂v`` ``(M, P, 3)`` from the cotangents ``∂E/∂G`` ``(M, A, G)`` of the descriptor ``values``.
 
         The per-member force path: :meth:`sums_cotangent_rows`, then :meth:`pair_gradients_from_rows`,
-        for as many centre atoms at a time as keep the cotangent rows under ``block_bytes``
-        (pairs and triplets are sorted by centre, so a block of atoms owns a contiguous range
-        of both). Large temporaries are slow on the CPU: glibc hands out blocks above 32 MB as
-        fresh pages from the kernel on every call (about 0.3 ms per MB here), smaller ones are
-        reused; so the default is :data:`CPU_BLOCK_BYTES` there and :data:`DEVICE_BLOCK_BYTES`
-        on a GPU, where every block costs its own kernel launches. Blocks of atoms rather than
-        of members keep every member in each of the small batched products, whose cost is
-        mostly per product (2× faster per member at 10 members than at 3).
+        for as many centre atoms at a time as keep the block's temporaries (cotangent rows, and
+        the rows gathered for its pairs and triplets) under ``block_bytes`` (pairs and triplets
+        are sorted by centre, so a block of atoms owns a contiguous range of both). Large
+        temporaries are slow on the CPU: glibc hands out blocks above 32 MB as fresh pages from
+        the kernel on every call (about 0.3 ms per MB here), and a block that stays in the
+        cache is faster still; so the default is :data:`CPU_BLOCK_BYTES` there and
+        :data:`DEVICE_BLOCK_BYTES` on a GPU, where every block costs its own kernel launches.
+        Blocks of atoms rather than of members keep every member in each of the small batched
+        products, whose cost is mostly per product (2× faster per member at 10 members than at
+        3). With :attr:`SumsJacobian.slots` (molecules), the rows are those of the buckets each
+        atom uses.
         """
         if block_bytes is None:
             block_bytes = CPU_BLOCK_BYTES if cotangent.device.type == "cpu" else DEVICE_BLOCK_BYTES
         members, n_atoms = cotangent.shape[:2]
-        widest = max(jacobian.radial[0].numel(), jacobian.angular[0].numel())  # S·E or Q·F per atom
-        step = max(1, block_bytes // max(1, members * widest * cotangent.element_size()))
+        slots = jacobian.slots
+        step = max(1, block_bytes // max(1, members * cotangent.element_size() * self._numbers_per_atom(jacobian)))
         if step >= n_atoms:
-            return self.pair_gradients_from_rows(jacobian, graph, *self.sums_cotangent_rows(values, cotangent))
+            rows = self.sums_cotangent_rows(values, cotangent, slots)
+            return self.pair_gradients_from_rows(jacobian, graph, *rows, slots=slots)
         centers = graph["centers"]
         starts = torch.arange(0, n_atoms + step, step, device=centers.device).clamp_max_(n_atoms)
         pair_bounds = torch.searchsorted(centers, starts).tolist()
@@ -436,26 +493,63 @@ class AtomCenteredDescriptor(torch.nn.Module):
                 t0, t1 = triplet_bounds[k], triplet_bounds[k + 1]
                 block_graph["triplets"] = graph["triplets"][t0:t1] - p0
                 block_jacobian.triplet_jacobian = jacobian.triplet_jacobian[t0:t1]
-            rows = self.sums_cotangent_rows(values[a0:a1], cotangent[:, a0:a1])
-            blocks.append(self.pair_gradients_from_rows(block_jacobian, block_graph, *rows))
+            block_slots = None if slots is None else slots.of_atoms(slice(a0, a1))
+            rows = self.sums_cotangent_rows(values[a0:a1], cotangent[:, a0:a1], block_slots)
+            blocks.append(self.pair_gradients_from_rows(block_jacobian, block_graph, *rows, slots=block_slots))
         return torch.cat(blocks, dim=1) if blocks else cotangent.new_zeros(members, 0, 3)
 
+    def _numbers_per_atom(self, jacobian: SumsJacobian) -> int:
+        """Numbers per member and centre atom in the temporaries of :meth:`value_pair_gradients`.
+
+        Cotangent rows (the buckets of the atom, or of its slots) plus, on average, what is
+        gathered for its pairs and triplets.
+        """
+        n_atoms = max(1, jacobian.radial.shape[0])
+        e, f = jacobian.radial.shape[2], jacobian.angular.shape[2]
+        if jacobian.slots is None:
+            rows = jacobian.radial[0].numel() + jacobian.angular[0].numel()  # S·E + Q·F
+        else:
+            rows = jacobian.slots.radial_buckets.shape[1] * e + jacobian.slots.angular_buckets.shape[1] * f
+        pairs = jacobian.vectors.shape[0]
+        if jacobian.layout == "triplet":
+            gathered = jacobian.triplet_jacobian.shape[0] * (f + 6)  # rows per triplet, and (v_a, v_b) parts
+        else:
+            gathered = pairs * self.n_species * f  # rows per pair and partner species
+        return rows + (gathered + pairs * e) // n_atoms
+
     def pair_gradients_from_rows(
-        self, jacobian: SumsJacobian, graph: dict, radial_rows: torch.Tensor, angular_rows: torch.Tensor
+        self,
+        jacobian: SumsJacobian,
+        graph: dict,
+        radial_rows: torch.Tensor,
+        angular_rows: torch.Tensor,
+        slots: BucketSlots | None = None,
     ) -> torch.Tensor:
-        """:meth:`pair_gradients` from cotangent rows ``(A·S, M, E)`` and ``(A·Q, M, F)``."""
+        """:meth:`pair_gradients` from cotangent rows ``(A·S, M, E)`` and ``(A·Q, M, F)``.
+
+        With ``slots`` (``"triplet"`` layout only), the rows are those of the buckets each atom
+        uses, ``(A·S', M, E)`` and ``(A·Q', M, F)`` (:meth:`sums_cotangent_rows` with the same slots).
+        """
         centers = graph["centers"]
         neighbor_species = graph["species"][graph["neighbors"]]
         unit = jacobian.vectors / torch.linalg.vector_norm(jacobian.vectors, dim=-1, keepdim=True)
-        radial = radial_rows.index_select(0, centers * self.n_species + neighbor_species)  # (P, M, E)
+        if slots is None:
+            radial_index = centers * self.n_species + neighbor_species
+        else:
+            radial_index = centers * slots.radial_buckets.shape[1] + slots.radial_slot[centers, neighbor_species]
+        radial = radial_rows.index_select(0, radial_index)  # (P, M, E)
         out = (radial * jacobian.radial_derivative[:, None, :]).sum(-1)[..., None] * unit[:, None, :]  # (P, M, 3)
         if jacobian.layout == "triplet":
-            out = out + self._triplet_pair_gradients(jacobian.triplet_jacobian, graph, angular_rows)
+            out = out + self._triplet_pair_gradients(jacobian.triplet_jacobian, graph, angular_rows, slots)
         else:
+            if slots is not None:
+                raise ValueError("bucket slots apply to the 'triplet' layout only")
             out = out + self._bucket_pair_gradients(jacobian.angular_jacobian, graph, angular_rows)
         return out.transpose(0, 1)  # (M, P, 3)
 
-    def _triplet_pair_gradients(self, per_triplet: torch.Tensor, graph: dict, flat_angular: torch.Tensor):
+    def _triplet_pair_gradients(
+        self, per_triplet: torch.Tensor, graph: dict, flat_angular: torch.Tensor, slots: BucketSlots | None
+    ):
         """Angular part of :meth:`pair_gradients` from the ``"triplet"`` layout: ``(P, M, 3)``."""
         centers, triplets = graph["centers"], graph["triplets"]
         neighbor_species = graph["species"][graph["neighbors"]]
@@ -464,10 +558,12 @@ class AtomCenteredDescriptor(torch.nn.Module):
         chunk = max(1, (1 << 23) // (members * f))  # bounds the gathered block to 8 M numbers
         for start in range(0, triplets.shape[0], chunk):
             pair_a, pair_b = triplets[start : start + chunk, 0], triplets[start : start + chunk, 1]
-            rows = (
-                centers[pair_a] * self.n_species_pairs
-                + self.pair_table[neighbor_species[pair_a], neighbor_species[pair_b]]
-            )
+            center = centers[pair_a]
+            bucket = self.pair_table[neighbor_species[pair_a], neighbor_species[pair_b]]
+            if slots is None:
+                rows = center * self.n_species_pairs + bucket
+            else:
+                rows = center * slots.angular_buckets.shape[1] + slots.angular_slot[center, bucket]
             both = torch.bmm(flat_angular.index_select(0, rows), per_triplet[start : start + chunk])  # (t, M, 6)
             out = out.index_add(0, pair_a, both[..., :3]).index_add(0, pair_b, both[..., 3:])
         return out

@@ -239,6 +239,7 @@ def gather_structures(batch: PreparedBatch, structures: torch.Tensor) -> Prepare
         radial_derivative=jac.radial_derivative[pairs],
         angular_jacobian=None if jac.angular_jacobian is None else jac.angular_jacobian[pairs],
         triplet_jacobian=None if jac.triplet_jacobian is None else jac.triplet_jacobian[old_triplets],
+        slots=None if jac.slots is None else jac.slots.of_atoms(atoms),
     )
     return PreparedBatch(
         graph=graph,

@@ -145,7 +145,7 @@ def test_activation_and_initialisation_preserve_unit_variance():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_activation_and_slope_from_one_exponential_equal_tanh_and_its_derivative(dtype):
+def test_activation_and_slope_from_one_sigmoid_equal_tanh_and_its_derivative(dtype):
     from aiida_lmlp.potential.networks import scaled_tanh_and_slope
 
     x = torch.cat([torch.linspace(-30.0, 30.0, 6001, dtype=torch.float64), torch.tensor([-1e4, -400.0, 400.0, 1e4])])
@@ -154,7 +154,7 @@ def test_activation_and_slope_from_one_exponential_equal_tanh_and_its_derivative
     activation, slope = scaled_tanh_and_slope(given)
     assert torch.equal(given, before)  # the input is left as it was
     assert activation.dtype == slope.dtype == dtype
-    assert torch.isfinite(activation).all() and torch.isfinite(slope).all()  # e^{2x} = inf for the largest
+    assert torch.isfinite(activation).all() and torch.isfinite(slope).all()  # σ(−2|x|) underflows to 0 for the largest
     eps = torch.finfo(dtype).eps
     torch.testing.assert_close(activation.double(), ACTIVATION_SCALE * torch.tanh(x), rtol=0, atol=8 * eps)
     # f'(x) = s / cosh²(x), to a few ulp relative on both sides, also deep in saturation (where s − f²/s

@@ -219,3 +219,35 @@ print("torch._dynamo" in sys.modules)
         [sys.executable, "-c", script, str(SN2 / "pool_a.extxyz")], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_used_bucket_slots_number_each_atoms_buckets_in_order():
+    from aiida_lmlp.potential.symmetry_functions import used_bucket_slots
+
+    # atom 0 uses buckets 4 and 1 (1 twice), atom 1 none, atom 2 bucket 0: rows atom·5 + bucket
+    buckets, slot = used_bucket_slots(torch.tensor([4, 1, 1, 10]), n_atoms=3, n_buckets=5)
+    assert buckets.tolist() == [[1, 4], [0, 0], [0, 0]]  # width 2; padding holds bucket 0
+    assert slot[0, 1] == 0 and slot[0, 4] == 1 and slot[2, 0] == 0
+
+
+@pytest.mark.parametrize("kind", ["eeacsf", "acsf"])
+@pytest.mark.parametrize("block_bytes", [1, 300_000, 1 << 40], ids=["one atom per block", "several", "one block"])
+def test_per_atom_bucket_slots_give_the_same_pair_gradients_as_all_buckets(kind, block_bytes, sn2_frames):
+    import dataclasses
+
+    descriptor = EeACSF.from_paper(["H", "C", "N", "O", "F", "S", "Cl", "Br"], cutoff=6.0)
+    if kind == "acsf":
+        descriptor = ACSF.like(descriptor)
+    t = build_graph(sn2_frames[:12], descriptor.elements, descriptor.cutoff).tensors()
+    jacobian = descriptor.sums_and_jacobian(t["positions"], t["cells"], t, layout="triplet")
+    slots = jacobian.slots
+    # an SN2 conformation has 3-4 of the 8 elements: each atom's slots are far fewer than the buckets
+    assert slots.radial_buckets.shape[1] <= 4 < descriptor.n_species
+    assert slots.angular_buckets.shape[1] <= 10 < descriptor.n_species_pairs
+    values = descriptor.values_from_sums(jacobian.radial, jacobian.angular)
+    cotangent = torch.randn(3, *values.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    compact = descriptor.value_pair_gradients(jacobian, t, values, cotangent, block_bytes=block_bytes)
+    every_bucket = dataclasses.replace(jacobian, slots=None)
+    full = descriptor.value_pair_gradients(every_bucket, t, values, cotangent, block_bytes=block_bytes)
+    torch.testing.assert_close(compact, full, rtol=1e-13, atol=1e-15)
+    assert compact.abs().max() > 0
