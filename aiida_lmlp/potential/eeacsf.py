@@ -269,7 +269,7 @@ class EeACSF(AtomCenteredDescriptor):
         angle = self._angle_base(cos) ** self.zetas_t.to(cos.dtype)  # (T, L, Z): 2^−ζ (1 + λ cos)^ζ
         return ((part_a * part_b)[:, :, None, None] * angle[:, None]).flatten(1)
 
-    def triplet_jacobian(self, v_a, v_b, part_a, part_b, d_part_a, d_part_b):
+    def triplet_jacobian(self, v_a, v_b, part_a, part_b, d_part_a, d_part_b, out=None):
         """Closed-form features and derivatives of :meth:`triplet_features` (see the base class)."""
         r_a = torch.linalg.vector_norm(v_a, dim=-1, keepdim=True)  # (T, 1)
         r_b = torch.linalg.vector_norm(v_b, dim=-1, keepdim=True)
@@ -288,8 +288,14 @@ class EeACSF(AtomCenteredDescriptor):
         along_cos = outer(part_a * part_b, d_angle)
         d_cos_a = (u_b - cos[:, None] * u_a) / r_a  # (T, 3)
         d_cos_b = (u_a - cos[:, None] * u_b) / r_b
-        d_a = outer(d_part_a * part_b, angle)[:, :, None] * u_a[:, None] + along_cos[:, :, None] * d_cos_a[:, None]
-        d_b = outer(part_a * d_part_b, angle)[:, :, None] * u_b[:, None] + along_cos[:, :, None] * d_cos_b[:, None]
+        if out is None:
+            out = values.new_empty(values.shape[0], values.shape[1], 6)
+        d_a, d_b = out[..., :3], out[..., 3:]
+        # written in place: each (T, F, 3) temporary is a pass over memory the size of the result
+        torch.mul(outer(d_part_a * part_b, angle)[:, :, None], u_a[:, None], out=d_a)
+        d_a.addcmul_(along_cos[:, :, None], d_cos_a[:, None])
+        torch.mul(outer(part_a * d_part_b, angle)[:, :, None], u_b[:, None], out=d_b)
+        d_b.addcmul_(along_cos[:, :, None], d_cos_b[:, None])
         return values, d_a, d_b
 
     def values_from_sums(self, radial: torch.Tensor, angular: torch.Tensor) -> torch.Tensor:

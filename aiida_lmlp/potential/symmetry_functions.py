@@ -279,12 +279,13 @@ class AtomCenteredDescriptor(torch.nn.Module):
         part, d_part = jvp(self.angular_pair_features, (r,), (torch.ones_like(r),))
         return radial, d_radial, part, d_part
 
-    def triplet_jacobian(self, v_a, v_b, part_a, part_b, d_part_a, d_part_b):
+    def triplet_jacobian(self, v_a, v_b, part_a, part_b, d_part_a, d_part_b, out=None):
         """Triplet features ``(T, F)`` and their derivatives with respect to ``v_a`` and ``v_b``, ``(T, F, 3)``.
 
-        ``d_part_*`` are the derivatives of the pair parts with respect to the distance. Generic
-        version by forward-mode differentiation (six tangents, the pair parts following by the
-        chain rule); descriptors may override it with closed forms.
+        ``d_part_*`` are the derivatives of the pair parts with respect to the distance. With
+        ``out`` ``(T, F, 6)``, the derivatives are written into it (``v_a`` first) and returned
+        as its two halves. Generic version by forward-mode differentiation (six tangents, the
+        pair parts following by the chain rule); descriptors may override it with closed forms.
         """
         count = v_a.shape[0]
         basis = torch.eye(6, dtype=v_a.dtype, device=v_a.device)
@@ -299,7 +300,11 @@ class AtomCenteredDescriptor(torch.nn.Module):
             return jvp(self.triplet_features, (v_a, v_b, part_a, part_b), (ta, tb, tpa, tpb))
 
         values, tangents = vmap(directional)(tangent_a, tangent_b, tangent_part_a, tangent_part_b)
-        return values[0], tangents[:3].permute(1, 2, 0), tangents[3:].permute(1, 2, 0)
+        d_a, d_b = tangents[:3].permute(1, 2, 0), tangents[3:].permute(1, 2, 0)
+        if out is not None:
+            out[..., :3], out[..., 3:] = d_a, d_b
+            d_a, d_b = out[..., :3], out[..., 3:]
+        return values[0], d_a, d_b
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -373,14 +378,17 @@ class AtomCenteredDescriptor(torch.nn.Module):
             for start in range(0, triplets.shape[0], chunk_size):
                 pair_a, pair_b = triplets[start : start + chunk_size, 0], triplets[start : start + chunk_size, 1]
                 values, d_a, d_b = self.triplet_jacobian(  # (t, F), (t, F, 3), (t, F, 3)
-                    vectors[pair_a], vectors[pair_b], part[pair_a], part[pair_b], d_part[pair_a], d_part[pair_b]
+                    vectors[pair_a],
+                    vectors[pair_b],
+                    part[pair_a],
+                    part[pair_b],
+                    d_part[pair_a],
+                    d_part[pair_b],
+                    out=per_triplet[start : start + chunk_size] if layout == "triplet" else None,
                 )
                 species_a, species_b = neighbor_species[pair_a], neighbor_species[pair_b]
                 angular.index_add_(0, centers[pair_a] * q + self.pair_table[species_a, species_b], values)
-                if layout == "triplet":
-                    per_triplet[start : start + chunk_size, :, :3] = d_a
-                    per_triplet[start : start + chunk_size, :, 3:] = d_b
-                else:
+                if layout == "pair":
                     jacobian.index_add_(0, pair_a * s + species_b, d_a)
                     jacobian.index_add_(0, pair_b * s + species_a, d_b)
             sums = {

@@ -106,6 +106,15 @@ def test_closed_form_triplet_jacobian_equals_forward_mode_differentiation():
     generic = AtomCenteredDescriptor.triplet_jacobian(descriptor, *args)
     for ours, reference in zip(closed, generic):
         torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
+    for method in (
+        descriptor.triplet_jacobian,
+        lambda *a, **k: AtomCenteredDescriptor.triplet_jacobian(descriptor, *a, **k),
+    ):
+        out = torch.full((300, len(descriptor.angular_eta) * 2 * 3, 6), float("nan"), dtype=torch.float64)
+        values, d_a, d_b = method(*args, out=out)  # the derivatives written into out, v_a's first
+        torch.testing.assert_close(values, closed[0], rtol=0, atol=1e-15)
+        torch.testing.assert_close(out, torch.cat([closed[1], closed[2]], dim=-1), rtol=1e-10, atol=1e-12)
+        assert d_a.data_ptr() == out.data_ptr() and torch.equal(d_b, out[..., 3:])
 
 
 def test_both_force_paths_of_the_ensemble_agree(monkeypatch):
