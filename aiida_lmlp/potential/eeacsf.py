@@ -288,9 +288,11 @@ class EeACSF(AtomCenteredDescriptor):
         along_cos = outer(part_a * part_b, d_angle)
         d_cos_a = (u_b - cos[:, None] * u_a) / r_a  # (T, 3)
         d_cos_b = (u_a - cos[:, None] * u_b) / r_b
-        if out is None:
-            out = values.new_empty(values.shape[0], values.shape[1], 6)
-        d_a, d_b = out[..., :3], out[..., 3:]
+        if out is None:  # contiguous halves: the "pair" layout scatters them (index_add_ is slow from strided rows)
+            d_a = values.new_empty(values.shape[0], values.shape[1], 3)
+            d_b = torch.empty_like(d_a)
+        else:
+            d_a, d_b = out[..., :3], out[..., 3:]
         # written in place: each (T, F, 3) temporary is a pass over memory the size of the result
         torch.mul(outer(d_part_a * part_b, angle)[:, :, None], u_a[:, None], out=d_a)
         d_a.addcmul_(along_cos[:, :, None], d_cos_a[:, None])
