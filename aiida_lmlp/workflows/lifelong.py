@@ -302,14 +302,39 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
             segments = self.ctx.stream[-count:]
             tier = segments[-1][1] + 1
             merged = merge_datasets(
-                **{f"s{i:03d}": orm.load_node(pk) for i, (pk, _) in enumerate(segments)},
+                **{f"s{i:03d}": self._data_node(pk) for i, (pk, _) in enumerate(segments)},
                 metadata={"call_link_label": f"merge_stream_{self.ctx.iteration:03d}_tier{tier}"},
             )
             self.ctx.stream = [*self.ctx.stream[:-count], [merged.pk, tier]]
 
+    def _data_node(self, pk: int) -> orm.Node:
+        """The stored data node ``pk``, loaded once while this process is in memory.
+
+        ``load_node`` is a query per call (5–10 ms here), and a step loads the data stream,
+        the current version and the known conformations again and again; stored data nodes
+        do not change, and after a daemon restart the process starts with an empty cache.
+        """
+        loaded = self.__dict__.setdefault("_loaded_nodes", {})
+        if pk not in loaded:
+            loaded[pk] = orm.load_node(pk)
+        return loaded[pk]
+
+    def _conformation_ids(self, pk: int) -> frozenset:
+        """The conformation ids of the dataset ``pk``, read once while this process is in memory.
+
+        Read from a node of their own, so that the cached nodes of :meth:`_data_node` do not keep
+        their datasets' arrays in the daemon's memory.
+        """
+        known = self.__dict__.setdefault("_dataset_ids", {})
+        if pk not in known:
+            known[pk] = frozenset(orm.load_node(pk).ids)
+        return known[pk]
+
+    def _stream_pks(self) -> list[int]:
+        return [pk for pk, _ in self.ctx.stream] if "stream" in self.ctx else self.ctx.labelled
+
     def _datasets(self) -> dict:
-        pks = [pk for pk, _ in self.ctx.stream] if "stream" in self.ctx else self.ctx.labelled
-        return {f"d{i:03d}": orm.load_node(pk) for i, pk in enumerate(pks)}
+        return {f"d{i:03d}": self._data_node(pk) for i, pk in enumerate(self._stream_pks())}
 
     def training_request(self) -> TrainingRequest:
         """The next version: the first from ``train.parameters``, later ones continue the current version
@@ -322,7 +347,7 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
         return TrainingRequest(
             job_inputs=dict(train.get("train", {})),
             datasets=self._datasets(),
-            parent_potential=orm.load_node(self.ctx.potential) if continuing else None,
+            parent_potential=self._data_node(self.ctx.potential) if continuing else None,
             parameters=parameters.get_dict() if parameters is not None else {},
             members_per_job=train["members_per_job"].value if "members_per_job" in train else None,
             max_restarts=train["max_restarts"].value if "max_restarts" in train else DEFAULT_MAX_RESTARTS,
@@ -336,7 +361,7 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
         return self.exit_codes.ERROR_TRAINING_FAILED.format(version=self.ctx.version + 1, message=f"{what}: {message}")
 
     def _register(self, potential: LmlpPotentialData, parent: LmlpPotentialData | None) -> None:
-        size = len({i for dataset in self._datasets().values() for i in dataset.ids})
+        size = len(frozenset().union(*(self._conformation_ids(pk) for pk in self._stream_pks())))
         register_version(
             potential,
             self.ctx.campaign,
@@ -352,7 +377,7 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
         outputs = self.training_outputs()
         if isinstance(outputs, ExitCode):
             return outputs
-        parent = orm.load_node(self.ctx.potential) if self.ctx.potential is not None else None
+        parent = self._data_node(self.ctx.potential) if self.ctx.potential is not None else None
         self.ctx.version += 1
         potential = outputs["potential"]
         self._register(potential, parent)
@@ -381,9 +406,9 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
         self.ctx.iteration += 1
         self.ctx.record = {"iteration": self.ctx.iteration, "version": self.ctx.version}
         inputs = self.exposed_inputs(LmlpExploreCalculation, "explore")
-        inputs["potential"] = orm.load_node(self.ctx.potential)
+        inputs["potential"] = self._data_node(self.ctx.potential)
         if self.ctx.explore_start is not None:
-            inputs["structures"] = orm.load_node(self.ctx.explore_start)
+            inputs["structures"] = self._data_node(self.ctx.explore_start)
         else:
             inputs["structures"] = self.inputs.get("explore_structures", self.inputs.structures)
         protocol = inputs["protocol"].get_dict() if "protocol" in inputs else {}
@@ -421,16 +446,16 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
         settings = self.inputs.selection if "selection" in self.inputs else orm.Dict({})
         budget = orm.Int(max(self.inputs.dft_budget.value - self.ctx.dft_used, 0))
         if "known" in self.ctx:
-            known = {"known": orm.load_node(self.ctx.known)} if self.ctx.known is not None else {}
+            known = {"known": self._data_node(self.ctx.known)} if self.ctx.known is not None else {}
             first = self.ctx.screened
-            previous = {f"l{first + i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.labelled[first:])}
+            previous = {f"l{first + i:03d}": self._data_node(pk) for i, pk in enumerate(self.ctx.labelled[first:])}
         else:  # a campaign checkpointed by an earlier aiida-lmlp: every dataset so far, as then
             known = {}
             previous = {f"s{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.get("selected", []))}
             previous.update({f"l{i:03d}": orm.load_node(pk) for i, pk in enumerate(self.ctx.labelled)})
         result = screen_candidates(
             outputs["visited"],
-            orm.load_node(self.ctx.potential),
+            self._data_node(self.ctx.potential),
             settings,
             budget,
             **known,
@@ -494,7 +519,7 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
             self.ctx.quiet += 1
         elif fraction is not None:
             self.ctx.quiet = 0
-        potential = orm.load_node(self.ctx.potential)
+        potential = self._data_node(self.ctx.potential)
         self.ctx.record.update(
             {
                 "version_after": self.ctx.version,
@@ -511,9 +536,9 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
 
     def results(self):
         """The latest version, every labelled dataset, the report and why the campaign stopped."""
-        self.out("potential", orm.load_node(self.ctx.potential))
+        self.out("potential", self._data_node(self.ctx.potential))
         for i, pk in enumerate(self.ctx.labelled):
-            self.out(f"labelled.d{i:03d}", orm.load_node(pk))
+            self.out(f"labelled.d{i:03d}", self._data_node(pk))
         if self.ctx.dropped:
             self.out("dropped", orm.List(self.ctx.dropped).store())
         report = {
