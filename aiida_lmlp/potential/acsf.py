@@ -131,8 +131,22 @@ class ACSF(AtomCenteredDescriptor):
         angle = 4.0 * base[:, :, None] ** self.zetas_t.to(dtype)  # (T, L, Z)
         return (radial[:, :, None, None] * angle[:, None]).flatten(1)
 
-    def values_from_sums(self, radial: torch.Tensor, angular: torch.Tensor) -> torch.Tensor:
-        """The sums themselves: ``(A, S·E_rad + Q·F)``."""
+    def values_from_sums(
+        self, radial: torch.Tensor, angular: torch.Tensor, slots: BucketSlots | None = None
+    ) -> torch.Tensor:
+        """The sums themselves: ``(A, S·E_rad + Q·F)``; sums per slot are put back in their buckets."""
+        if slots is not None:
+            n_atoms = radial.shape[0]
+            atom = torch.arange(n_atoms, device=radial.device)[:, None]
+            # accumulate: padding slots (empty sums) share bucket 0 with a real one
+            full = radial.new_zeros(n_atoms, self.n_species, radial.shape[2])
+            radial = full.index_put(
+                (atom.expand_as(slots.radial_buckets), slots.radial_buckets), radial, accumulate=True
+            )
+            full = angular.new_zeros(n_atoms, self.n_species_pairs, angular.shape[2])
+            angular = full.index_put(
+                (atom.expand_as(slots.angular_buckets), slots.angular_buckets), angular, accumulate=True
+            )
         return torch.cat([radial.flatten(1), angular.flatten(1)], dim=1)
 
     def sums_cotangent_rows(

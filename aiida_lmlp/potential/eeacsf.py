@@ -300,13 +300,19 @@ class EeACSF(AtomCenteredDescriptor):
         d_b.addcmul_(along_cos[:, :, None], d_cos_b[:, None])
         return values, d_a, d_b
 
-    def values_from_sums(self, radial: torch.Tensor, angular: torch.Tensor) -> torch.Tensor:
+    def values_from_sums(
+        self, radial: torch.Tensor, angular: torch.Tensor, slots: BucketSlots | None = None
+    ) -> torch.Tensor:
         """Element terms (Eqs. 6–9) and the square root: ``(A, len(self))``."""
         dtype = radial.dtype
+        radial_weights, angular_weights = self.radial_weights.to(dtype), self.angular_weights.to(dtype)
+        if slots is not None:  # each atom's own buckets: (A, S', H) and (A, Q', H)
+            radial_weights = radial_weights[slots.radial_buckets]
+            angular_weights = angular_weights[slots.angular_buckets]
         # (H, S) @ (A, S, E) broadcast over atoms: no permuted copy of the sums (einsum made two,
         # forward and backward, of the mostly-zero per-species-pair sums)
-        g_rad = torch.matmul(self.radial_weights.to(dtype).T, radial)  # (A, H_rad, E_rad)
-        g_ang = torch.matmul(self.angular_weights.to(dtype).T, angular)  # (A, H_ang, F)
+        g_rad = torch.matmul(radial_weights.transpose(-1, -2), radial)  # (A, H_rad, E_rad)
+        g_ang = torch.matmul(angular_weights.transpose(-1, -2), angular)  # (A, H_ang, F)
         return safe_sqrt(torch.cat([g_rad.flatten(1), g_ang.flatten(1)], dim=1))
 
     def sums_cotangent_rows(

@@ -293,7 +293,7 @@ class Ensemble(torch.nn.Module):
             # M gradients through an explicit Jacobian of the descriptor sums (built once), so
             # each member costs small contractions instead of a backward pass through the descriptor
             jacobian = self.descriptor.sums_and_jacobian(t["positions"], t["cells"], t)
-            descriptors = self.descriptor.values_from_sums(jacobian.radial, jacobian.angular)  # (A, G)
+            descriptors = self.descriptor.values_from_sums(jacobian.radial, jacobian.angular, jacobian.slots)  # (A, G)
             atomic, d_energy = self.networks.energies_and_input_gradients(descriptors, t["species"])  # (M, A, G)
             atomic = atomic + reference  # (M, A)
             energy_members = atomic.new_zeros(self.members, n_structures).index_add(1, structure, atomic)
@@ -304,9 +304,10 @@ class Ensemble(torch.nn.Module):
             # batches, one per member, vectorised); the energy depends on positions and cell
             # only through the pair vectors
             vectors = self.descriptor.pair_vectors(t["positions"], t["cells"], t).requires_grad_(need_grad)
+            slots = self.descriptor.bucket_slots(t, n_atoms)
             with torch.enable_grad():
-                radial, angular = self.descriptor.sums_from_vectors(vectors, t, n_atoms)
-                descriptors = self.descriptor.values_from_sums(radial, angular)  # (A, G)
+                radial, angular = self.descriptor.sums_from_vectors(vectors, t, n_atoms, slots)
+                descriptors = self.descriptor.values_from_sums(radial, angular, slots)  # (A, G)
                 leaf = descriptors
                 if per_member:
                     leaf = descriptors.detach().unsqueeze(0).expand(self.members, -1, -1).clone().requires_grad_()

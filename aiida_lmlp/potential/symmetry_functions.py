@@ -95,6 +95,13 @@ def species_pair_table(n_species: int) -> np.ndarray:
     return table
 
 
+#: descriptors with fewer species (at most 6 buckets per atom) keep every bucket
+#: (:meth:`AtomCenteredDescriptor.bucket_slots`)
+MIN_SPECIES_FOR_SLOTS = 4
+#: ... and batches with fewer numbers in all their sums (one SN2 conformation with 8 elements: 3.5 k;
+#: 8 conformations: 26 k, where the slots did not pay; 200: 650 k, where they did)
+MIN_SUMS_FOR_SLOTS = 1 << 16
+
 #: temporaries per block of :meth:`AtomCenteredDescriptor.value_pair_gradients` on the CPU: cotangent
 #: rows and the rows gathered for the block's pairs and triplets (6–8 MB measured fastest for 200 SN2
 #: conformations with 10 members, 2 and 12 MB slower; a 1002-atom water box 2.4× faster than in one block)
@@ -216,25 +223,55 @@ class AtomCenteredDescriptor(torch.nn.Module):
         cell_of_pair = cells.index_select(0, graph["structure"].index_select(0, centers))  # (P, 3, 3)
         return vectors + torch.einsum("pk,pkl->pl", graph["shifts"], cell_of_pair)
 
-    def radial_sums(self, features: torch.Tensor, graph: dict, n_atoms: int) -> torch.Tensor:
-        """Sum pair features ``(P, F)`` per centre and neighbour species: ``(A, S, F)``."""
-        s = self.n_species
-        index = graph["centers"] * s + graph["species"][graph["neighbors"]]
-        out = features.new_zeros(n_atoms * s, features.shape[1])
-        out.index_add_(0, index, features)
-        return out.view(n_atoms, s, features.shape[1])
+    def bucket_slots(self, graph: dict, n_atoms: int) -> BucketSlots | None:
+        """The species buckets each atom of ``graph`` uses (:class:`BucketSlots`), or None where that
+        would not shrink the sums by a quarter at least (every atom sees most species, as in most
+        condensed phases), the descriptor has at most :data:`MIN_SPECIES_FOR_SLOTS` − 1 species (at
+        most 6 buckets an atom) or the batch's sums are small (:data:`MIN_SUMS_FOR_SLOTS`): there the
+        per-atom tables cost more than they save."""
+        s, q = self.n_species, self.n_species_pairs
+        n_radial, n_angular = len(self.radial_eta), len(self.angular_eta) * len(self.lambdas) * len(self.zetas)
+        if s < MIN_SPECIES_FOR_SLOTS or n_atoms * (s * n_radial + q * n_angular) < MIN_SUMS_FOR_SLOTS:
+            return None
+        centers, triplets = graph["centers"], graph["triplets"]
+        neighbor_species = graph["species"][graph["neighbors"]]
+        species_pairs = self.pair_table[neighbor_species[triplets[:, 0]], neighbor_species[triplets[:, 1]]]
+        radial_buckets, radial_slot = used_bucket_slots(centers * s + neighbor_species, n_atoms, s)
+        angular_buckets, angular_slot = used_bucket_slots(centers[triplets[:, 0]] * q + species_pairs, n_atoms, q)
+        compact = radial_buckets.shape[1] * n_radial + angular_buckets.shape[1] * n_angular
+        if compact > 0.75 * (s * n_radial + q * n_angular):
+            return None
+        return BucketSlots(radial_buckets, radial_slot, angular_buckets, angular_slot)
 
-    def angular_sums(self, features: torch.Tensor, graph: dict, n_atoms: int) -> torch.Tensor:
-        """Sum triplet features ``(T, F)`` per centre and unordered neighbour-species pair: ``(A, Q, F)``."""
-        q = self.n_species_pairs
+    def radial_sums(
+        self, features: torch.Tensor, graph: dict, n_atoms: int, slots: BucketSlots | None = None
+    ) -> torch.Tensor:
+        """Sum pair features ``(P, F)`` per centre and neighbour species: ``(A, S, F)``, or ``(A, S', F)`` per slot."""
+        centers, neighbor_species = graph["centers"], graph["species"][graph["neighbors"]]
+        if slots is None:
+            width, bucket = self.n_species, neighbor_species
+        else:
+            width, bucket = slots.radial_buckets.shape[1], slots.radial_slot[centers, neighbor_species]
+        out = features.new_zeros(n_atoms * width, features.shape[1])
+        out.index_add_(0, centers * width + bucket, features)
+        return out.view(n_atoms, width, features.shape[1])
+
+    def angular_sums(
+        self, features: torch.Tensor, graph: dict, n_atoms: int, slots: BucketSlots | None = None
+    ) -> torch.Tensor:
+        """Sum triplet features ``(T, F)`` per centre and unordered neighbour-species pair: ``(A, Q, F)``
+        (``(A, Q', F)`` in ``slots``)."""
         pair_a, pair_b = graph["triplets"][:, 0], graph["triplets"][:, 1]
-        species = graph["species"]
-        neighbors = graph["neighbors"]
-        pair_species = self.pair_table[species[neighbors[pair_a]], species[neighbors[pair_b]]]
-        index = graph["centers"][pair_a] * q + pair_species
-        out = features.new_zeros(n_atoms * q, features.shape[1])
-        out.index_add_(0, index, features)
-        return out.view(n_atoms, q, features.shape[1])
+        neighbor_species = graph["species"][graph["neighbors"]]
+        center = graph["centers"][pair_a]
+        pair_species = self.pair_table[neighbor_species[pair_a], neighbor_species[pair_b]]
+        if slots is None:
+            width, bucket = self.n_species_pairs, pair_species
+        else:
+            width, bucket = slots.angular_buckets.shape[1], slots.angular_slot[center, pair_species]
+        out = features.new_zeros(n_atoms * width, features.shape[1])
+        out.index_add_(0, center * width + bucket, features)
+        return out.view(n_atoms, width, features.shape[1])
 
     # -- what a descriptor defines -----------------------------------------------------------
 
@@ -263,8 +300,11 @@ class AtomCenteredDescriptor(torch.nn.Module):
         """
         raise NotImplementedError
 
-    def values_from_sums(self, radial: torch.Tensor, angular: torch.Tensor) -> torch.Tensor:
-        """Descriptor matrix ``(A, len(self))`` from the species-resolved sums ``(A, S, E)`` and ``(A, Q, F)``."""
+    def values_from_sums(
+        self, radial: torch.Tensor, angular: torch.Tensor, slots: BucketSlots | None = None
+    ) -> torch.Tensor:
+        """Descriptor matrix ``(A, len(self))`` from the species-resolved sums ``(A, S, E)`` and ``(A, Q, F)``,
+        or from the sums of each atom's ``slots`` ``(A, S', E)`` and ``(A, Q', F)``."""
         raise NotImplementedError
 
     def pair_features_and_derivatives(
@@ -312,11 +352,13 @@ class AtomCenteredDescriptor(torch.nn.Module):
         """Species-resolved radial ``(A, S, E)`` and angular ``(A, Q, F)`` sums (differentiable)."""
         return self.sums_from_vectors(self.pair_vectors(positions, cells, graph), graph, positions.shape[0])
 
-    def sums_from_vectors(self, vectors: torch.Tensor, graph: dict, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The sums of :meth:`sums` from the pair vectors ``(P, 3)``."""
+    def sums_from_vectors(
+        self, vectors: torch.Tensor, graph: dict, n_atoms: int, slots: BucketSlots | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sums of :meth:`sums` from the pair vectors ``(P, 3)`` (per slot with ``slots``)."""
         r = torch.linalg.vector_norm(vectors, dim=-1)  # (P,)
         radial_features, part = self.pair_features(r)  # (P, E), (P, E_ang)
-        radial = self.radial_sums(radial_features, graph, n_atoms)
+        radial = self.radial_sums(radial_features, graph, n_atoms, slots)
         pair_a, pair_b = graph["triplets"][:, 0], graph["triplets"][:, 1]
         features = self.triplet_features(
             vectors.index_select(0, pair_a),
@@ -324,11 +366,18 @@ class AtomCenteredDescriptor(torch.nn.Module):
             part.index_select(0, pair_a),
             part.index_select(0, pair_b),
         )
-        return radial, self.angular_sums(features, graph, n_atoms)
+        return radial, self.angular_sums(features, graph, n_atoms, slots)
 
     def forward(self, positions: torch.Tensor, cells: torch.Tensor, graph: dict) -> torch.Tensor:
-        """Descriptor matrix ``(A, len(self))`` of a neighbour graph (see :mod:`.neighbors`)."""
-        return self.values_from_sums(*self.sums(positions, cells, graph))
+        """Descriptor matrix ``(A, len(self))`` of a neighbour graph (see :mod:`.neighbors`).
+
+        The sums go per atom into the buckets it uses (:meth:`bucket_slots`): a molecule's atoms
+        see few of a many-element descriptor's species.
+        """
+        n_atoms = positions.shape[0]
+        slots = self.bucket_slots(graph, n_atoms)
+        vectors = self.pair_vectors(positions, cells, graph)
+        return self.values_from_sums(*self.sums_from_vectors(vectors, graph, n_atoms, slots), slots)
 
     def sums_and_jacobian(
         self,
@@ -362,15 +411,18 @@ class AtomCenteredDescriptor(torch.nn.Module):
             vectors = self.pair_vectors(positions, cells, graph)
             r = torch.linalg.vector_norm(vectors, dim=-1)
             radial_values, radial_derivative, part, d_part = self.pair_features_and_derivatives(r)
-            radial = self.radial_sums(radial_values, graph, n_atoms)
 
             centers = graph["centers"]
             neighbor_species = graph["species"][graph["neighbors"]]  # (P,)
             triplets = graph["triplets"]
             if layout == "auto":
                 layout = "triplet" if 2 * triplets.shape[0] <= s * vectors.shape[0] else "pair"
+            # the pair layout's Jacobian has a row per partner species: its sums keep every bucket
+            slots = self.bucket_slots(graph, n_atoms) if layout == "triplet" else None
+            radial = self.radial_sums(radial_values, graph, n_atoms, slots)
+            q_width = q if slots is None else slots.angular_buckets.shape[1]
             n_features = len(self.angular_eta) * len(self.lambdas) * len(self.zetas)
-            angular = vectors.new_zeros(n_atoms * q, n_features)
+            angular = vectors.new_zeros(n_atoms * q_width, n_features)
             if layout == "triplet":
                 per_triplet = vectors.new_empty(triplets.shape[0], n_features, 6)
             else:
@@ -387,23 +439,20 @@ class AtomCenteredDescriptor(torch.nn.Module):
                     out=per_triplet[start : start + chunk_size] if layout == "triplet" else None,
                 )
                 species_a, species_b = neighbor_species[pair_a], neighbor_species[pair_b]
-                angular.index_add_(0, centers[pair_a] * q + self.pair_table[species_a, species_b], values)
+                bucket = self.pair_table[species_a, species_b]
+                if slots is not None:
+                    bucket = slots.angular_slot[centers[pair_a], bucket]
+                angular.index_add_(0, centers[pair_a] * q_width + bucket, values)
                 if layout == "pair":
                     jacobian.index_add_(0, pair_a * s + species_b, d_a)
                     jacobian.index_add_(0, pair_b * s + species_a, d_b)
             sums = {
                 "radial": radial,
-                "angular": angular.view(n_atoms, q, n_features),
+                "angular": angular.view(n_atoms, q_width, n_features),
                 "vectors": vectors,
                 "radial_derivative": radial_derivative,
             }
             if layout == "triplet":
-                species_pairs = self.pair_table[neighbor_species[triplets[:, 0]], neighbor_species[triplets[:, 1]]]
-                radial_buckets, radial_slot = used_bucket_slots(centers * s + neighbor_species, n_atoms, s)
-                angular_buckets, angular_slot = used_bucket_slots(
-                    centers[triplets[:, 0]] * q + species_pairs, n_atoms, q
-                )
-                slots = BucketSlots(radial_buckets, radial_slot, angular_buckets, angular_slot)
                 return SumsJacobian(**sums, triplet_jacobian=per_triplet, slots=slots)
             return SumsJacobian(**sums, angular_jacobian=jacobian.view(vectors.shape[0], s, n_features, 3))
 
@@ -432,15 +481,18 @@ class AtomCenteredDescriptor(torch.nn.Module):
     def pair_gradients(
         self, jacobian: SumsJacobian, graph: dict, radial_cotangent: torch.Tensor, angular_cotangent: torch.Tensor
     ) -> torch.Tensor:
-        """``∂E/∂v`` for every pair vector, ``(M, P, 3)``, from cotangents ``(M, A, S, E)``, ``(M, A, Q, F)``.
+        """``∂E/∂v`` for every pair vector, ``(M, P, 3)``, from cotangents ``(M, A, S, E)``, ``(M, A, Q, F)``
+        of the Jacobian's sums (per slot, ``(M, A, S', E)`` and ``(M, A, Q', F)``, where it has slots).
 
         Differentiable in the cotangents (so training can take forces through it).
         """
         members, n_atoms = radial_cotangent.shape[:2]
         # rows: (atom, bucket) first, members and features contiguous behind them
-        radial = radial_cotangent.reshape(members, n_atoms * self.n_species, -1).transpose(0, 1).contiguous()
-        angular = angular_cotangent.reshape(members, n_atoms * self.n_species_pairs, -1).transpose(0, 1)
-        return self.pair_gradients_from_rows(jacobian, graph, radial, angular.contiguous())
+        radial = radial_cotangent.reshape(members, n_atoms * radial_cotangent.shape[2], -1).transpose(0, 1)
+        angular = angular_cotangent.reshape(members, n_atoms * angular_cotangent.shape[2], -1).transpose(0, 1)
+        return self.pair_gradients_from_rows(
+            jacobian, graph, radial.contiguous(), angular.contiguous(), slots=jacobian.slots
+        )
 
     def value_pair_gradients(
         self,

@@ -88,7 +88,8 @@ def prepare_batch(model: Ensemble, structures: Sequence[Atoms]) -> PreparedBatch
 
 def _descriptors(model: Ensemble, batch: PreparedBatch) -> torch.Tensor:
     """The batch's descriptor values ``(A, G)``: constants of the training (no gradient)."""
-    return model.descriptor.values_from_sums(batch.jacobian.radial, batch.jacobian.angular).detach()
+    jacobian = batch.jacobian
+    return model.descriptor.values_from_sums(jacobian.radial, jacobian.angular, jacobian.slots).detach()
 
 
 def predict_batch(model: Ensemble, batch: PreparedBatch, *, forces: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

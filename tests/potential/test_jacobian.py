@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import aiida_lmlp.potential.ensemble as ensemble_module
-from aiida_lmlp.potential import ACSF, EeACSF, Ensemble
+from aiida_lmlp.potential import ACSF, EeACSF, Ensemble, symmetry_functions
 from aiida_lmlp.potential.neighbors import build_graph
 from aiida_lmlp.potential.symmetry_functions import AtomCenteredDescriptor, half_one_plus_lambda_cos
 
@@ -14,7 +14,8 @@ from .helpers import random_box
 
 @pytest.mark.parametrize("layout", ["pair", "triplet"])
 @pytest.mark.parametrize("kind", ["eeacsf", "acsf"])
-def test_pair_gradients_equal_the_autograd_vector_jacobian_products(kind, layout, sn2_frames):
+def test_pair_gradients_equal_the_autograd_vector_jacobian_products(kind, layout, sn2_frames, monkeypatch):
+    monkeypatch.setattr(symmetry_functions, "MIN_SUMS_FOR_SLOTS", 0)  # slots for a batch this small too
     descriptor = EeACSF.from_paper(["H", "C", "N", "O", "F", "S", "Cl", "Br"], cutoff=6.0)
     if kind == "acsf":
         descriptor = ACSF.like(descriptor)
@@ -26,8 +27,10 @@ def test_pair_gradients_equal_the_autograd_vector_jacobian_products(kind, layout
 
     jacobian = descriptor.sums_and_jacobian(t["positions"], t["cells"], t, chunk_size=50, layout=layout)  # chunks
     assert jacobian.layout == layout
+    # molecules with 3-4 of the 8 elements: the per-triplet layout keeps each atom's own buckets
+    assert (jacobian.slots is not None) == (layout == "triplet")
     radial, angular = jacobian.radial.requires_grad_(), jacobian.angular.requires_grad_()
-    again = descriptor.values_from_sums(radial, angular)
+    again = descriptor.values_from_sums(radial, angular, jacobian.slots)
     torch.testing.assert_close(again, values.detach(), rtol=0, atol=1e-13)
     cotangents = torch.autograd.grad(again, (radial, angular), cotangent, is_grads_batched=True)
     pair = descriptor.pair_gradients(jacobian, t, *cotangents)  # (3, P, 3)
@@ -241,9 +244,10 @@ def test_used_bucket_slots_number_each_atoms_buckets_in_order():
 
 @pytest.mark.parametrize("kind", ["eeacsf", "acsf"])
 @pytest.mark.parametrize("block_bytes", [1, 300_000, 1 << 40], ids=["one atom per block", "several", "one block"])
-def test_per_atom_bucket_slots_give_the_same_pair_gradients_as_all_buckets(kind, block_bytes, sn2_frames):
+def test_per_atom_bucket_slots_give_the_same_pair_gradients_as_all_buckets(kind, block_bytes, sn2_frames, monkeypatch):
     import dataclasses
 
+    monkeypatch.setattr(symmetry_functions, "MIN_SUMS_FOR_SLOTS", 0)
     descriptor = EeACSF.from_paper(["H", "C", "N", "O", "F", "S", "Cl", "Br"], cutoff=6.0)
     if kind == "acsf":
         descriptor = ACSF.like(descriptor)
@@ -253,10 +257,41 @@ def test_per_atom_bucket_slots_give_the_same_pair_gradients_as_all_buckets(kind,
     # an SN2 conformation has 3-4 of the 8 elements: each atom's slots are far fewer than the buckets
     assert slots.radial_buckets.shape[1] <= 4 < descriptor.n_species
     assert slots.angular_buckets.shape[1] <= 10 < descriptor.n_species_pairs
-    values = descriptor.values_from_sums(jacobian.radial, jacobian.angular)
+    values = descriptor.values_from_sums(jacobian.radial, jacobian.angular, slots)
     cotangent = torch.randn(3, *values.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     compact = descriptor.value_pair_gradients(jacobian, t, values, cotangent, block_bytes=block_bytes)
     every_bucket = dataclasses.replace(jacobian, slots=None)
     full = descriptor.value_pair_gradients(every_bucket, t, values, cotangent, block_bytes=block_bytes)
     torch.testing.assert_close(compact, full, rtol=1e-13, atol=1e-15)
     assert compact.abs().max() > 0
+
+
+@pytest.mark.parametrize("kind", ["eeacsf", "acsf"])
+def test_descriptor_from_each_atoms_buckets_equals_the_one_from_every_bucket(kind, sn2_frames, monkeypatch):
+    monkeypatch.setattr(symmetry_functions, "MIN_SUMS_FOR_SLOTS", 0)
+    descriptor = EeACSF.from_paper(["H", "C", "N", "O", "F", "S", "Cl", "Br"], cutoff=6.0)
+    if kind == "acsf":
+        descriptor = ACSF.like(descriptor)
+    t = build_graph(sn2_frames[:12], descriptor.elements, descriptor.cutoff).tensors()
+    assert descriptor.bucket_slots(t, t["positions"].shape[0]) is not None
+    positions = t["positions"].clone().requires_grad_(True)
+    compact = descriptor(positions, t["cells"], t)  # forward: sums per slot
+    every_bucket = descriptor.values_from_sums(*descriptor.sums(positions, t["cells"], t))  # (A, S, E), (A, Q, F)
+    torch.testing.assert_close(compact, every_bucket, rtol=1e-13, atol=1e-14)
+    weights = torch.randn(compact.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    (g_compact,) = torch.autograd.grad((compact * weights).sum(), positions)
+    (g_every,) = torch.autograd.grad((every_bucket * weights).sum(), positions)
+    torch.testing.assert_close(g_compact, g_every, rtol=1e-12, atol=1e-13)
+
+
+def test_no_bucket_slots_where_every_atom_sees_every_species_or_the_batch_is_small(sn2_frames, monkeypatch):
+    elements = ["H", "C", "N", "O", "F", "S", "Cl", "Br"]
+    descriptor = EeACSF.from_paper(elements, cutoff=6.0)
+    dense = build_graph([random_box("H4C4N4O4F4S4Cl4Br4", 8.0, seed=1)], elements, 6.0).tensors()
+    small = build_graph(sn2_frames[:8], elements, 6.0).tensors()  # 52 atoms: 26 k numbers in the sums
+    assert descriptor.bucket_slots(small, small["positions"].shape[0]) is None
+    monkeypatch.setattr(symmetry_functions, "MIN_SUMS_FOR_SLOTS", 0)
+    assert descriptor.bucket_slots(small, small["positions"].shape[0]) is not None
+    assert descriptor.bucket_slots(dense, dense["positions"].shape[0]) is None  # all 8 species around every atom
+    few = EeACSF.from_paper(["H", "C", "Cl"], cutoff=6.0)  # 3 species: never
+    assert few.bucket_slots(small, small["positions"].shape[0]) is None
