@@ -243,18 +243,36 @@ class AtomCenteredDescriptor(torch.nn.Module):
             return None
         return BucketSlots(radial_buckets, radial_slot, angular_buckets, angular_slot)
 
+    def radial_row_numbers(
+        self, center: torch.Tensor, species: torch.Tensor, slots: BucketSlots | None
+    ) -> tuple[int, torch.Tensor]:
+        """Rows per atom, and the row of each neighbour species ``species`` of a centre ``center``:
+        the species itself, or its slot in the centre's ``slots``. Row ``center · width + row``."""
+        if slots is None:
+            return self.n_species, species
+        return slots.radial_buckets.shape[1], slots.radial_slot[center, species]
+
+    def angular_row_numbers(
+        self, center: torch.Tensor, pair: torch.Tensor, slots: BucketSlots | None
+    ) -> tuple[int, torch.Tensor]:
+        """:meth:`radial_row_numbers` for the unordered species pairs ``pair`` of angular triplets."""
+        if slots is None:
+            return self.n_species_pairs, pair
+        return slots.angular_buckets.shape[1], slots.angular_slot[center, pair]
+
+    @staticmethod
+    def _sum_per_row(features: torch.Tensor, center: torch.Tensor, row: torch.Tensor, width: int, n_atoms: int):
+        out = features.new_zeros(n_atoms * width, features.shape[1])
+        out.index_add_(0, center * width + row, features)
+        return out.view(n_atoms, width, features.shape[1])
+
     def radial_sums(
         self, features: torch.Tensor, graph: dict, n_atoms: int, slots: BucketSlots | None = None
     ) -> torch.Tensor:
         """Sum pair features ``(P, F)`` per centre and neighbour species: ``(A, S, F)``, or ``(A, S', F)`` per slot."""
         centers, neighbor_species = graph["centers"], graph["species"][graph["neighbors"]]
-        if slots is None:
-            width, bucket = self.n_species, neighbor_species
-        else:
-            width, bucket = slots.radial_buckets.shape[1], slots.radial_slot[centers, neighbor_species]
-        out = features.new_zeros(n_atoms * width, features.shape[1])
-        out.index_add_(0, centers * width + bucket, features)
-        return out.view(n_atoms, width, features.shape[1])
+        width, row = self.radial_row_numbers(centers, neighbor_species, slots)
+        return self._sum_per_row(features, centers, row, width, n_atoms)
 
     def angular_sums(
         self, features: torch.Tensor, graph: dict, n_atoms: int, slots: BucketSlots | None = None
@@ -265,13 +283,8 @@ class AtomCenteredDescriptor(torch.nn.Module):
         neighbor_species = graph["species"][graph["neighbors"]]
         center = graph["centers"][pair_a]
         pair_species = self.pair_table[neighbor_species[pair_a], neighbor_species[pair_b]]
-        if slots is None:
-            width, bucket = self.n_species_pairs, pair_species
-        else:
-            width, bucket = slots.angular_buckets.shape[1], slots.angular_slot[center, pair_species]
-        out = features.new_zeros(n_atoms * width, features.shape[1])
-        out.index_add_(0, center * width + bucket, features)
-        return out.view(n_atoms, width, features.shape[1])
+        width, row = self.angular_row_numbers(center, pair_species, slots)
+        return self._sum_per_row(features, center, row, width, n_atoms)
 
     # -- what a descriptor defines -----------------------------------------------------------
 
@@ -407,7 +420,6 @@ class AtomCenteredDescriptor(torch.nn.Module):
         with torch.no_grad():
             n_atoms = positions.shape[0]
             s = self.n_species
-            q = self.n_species_pairs
             vectors = self.pair_vectors(positions, cells, graph)
             r = torch.linalg.vector_norm(vectors, dim=-1)
             radial_values, radial_derivative, part, d_part = self.pair_features_and_derivatives(r)
@@ -420,7 +432,7 @@ class AtomCenteredDescriptor(torch.nn.Module):
             # the pair layout's Jacobian has a row per partner species: its sums keep every bucket
             slots = self.bucket_slots(graph, n_atoms) if layout == "triplet" else None
             radial = self.radial_sums(radial_values, graph, n_atoms, slots)
-            q_width = q if slots is None else slots.angular_buckets.shape[1]
+            q_width = self.n_species_pairs if slots is None else slots.angular_buckets.shape[1]
             n_features = len(self.angular_eta) * len(self.lambdas) * len(self.zetas)
             angular = vectors.new_zeros(n_atoms * q_width, n_features)
             if layout == "triplet":
@@ -439,10 +451,8 @@ class AtomCenteredDescriptor(torch.nn.Module):
                     out=per_triplet[start : start + chunk_size] if layout == "triplet" else None,
                 )
                 species_a, species_b = neighbor_species[pair_a], neighbor_species[pair_b]
-                bucket = self.pair_table[species_a, species_b]
-                if slots is not None:
-                    bucket = slots.angular_slot[centers[pair_a], bucket]
-                angular.index_add_(0, centers[pair_a] * q_width + bucket, values)
+                _, row = self.angular_row_numbers(centers[pair_a], self.pair_table[species_a, species_b], slots)
+                angular.index_add_(0, centers[pair_a] * q_width + row, values)
                 if layout == "pair":
                     jacobian.index_add_(0, pair_a * s + species_b, d_a)
                     jacobian.index_add_(0, pair_b * s + species_a, d_b)
@@ -593,11 +603,8 @@ class AtomCenteredDescriptor(torch.nn.Module):
         centers = graph["centers"]
         neighbor_species = graph["species"][graph["neighbors"]]
         unit = jacobian.vectors / torch.linalg.vector_norm(jacobian.vectors, dim=-1, keepdim=True)
-        if slots is None:
-            radial_index = centers * self.n_species + neighbor_species
-        else:
-            radial_index = centers * slots.radial_buckets.shape[1] + slots.radial_slot[centers, neighbor_species]
-        radial = radial_rows.index_select(0, radial_index)  # (P, M, E)
+        width, row = self.radial_row_numbers(centers, neighbor_species, slots)
+        radial = radial_rows.index_select(0, centers * width + row)  # (P, M, E)
         out = (radial * jacobian.radial_derivative[:, None, :]).sum(-1)[..., None] * unit[:, None, :]  # (P, M, 3)
         if jacobian.layout == "triplet":
             out = out + self._triplet_pair_gradients(jacobian.triplet_jacobian, graph, angular_rows, slots)
@@ -619,11 +626,10 @@ class AtomCenteredDescriptor(torch.nn.Module):
         for start in range(0, triplets.shape[0], chunk):
             pair_a, pair_b = triplets[start : start + chunk, 0], triplets[start : start + chunk, 1]
             center = centers[pair_a]
-            bucket = self.pair_table[neighbor_species[pair_a], neighbor_species[pair_b]]
-            if slots is None:
-                rows = center * self.n_species_pairs + bucket
-            else:
-                rows = center * slots.angular_buckets.shape[1] + slots.angular_slot[center, bucket]
+            width, row = self.angular_row_numbers(
+                center, self.pair_table[neighbor_species[pair_a], neighbor_species[pair_b]], slots
+            )
+            rows = center * width + row
             both = torch.bmm(flat_angular.index_select(0, rows), per_triplet[start : start + chunk])  # (t, M, 6)
             out = out.index_add(0, pair_a, both[..., :3]).index_add(0, pair_b, both[..., 3:])
         return out
