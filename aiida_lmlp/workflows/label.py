@@ -74,8 +74,10 @@ class LabelWorkChain(CallerNamedReport, BaseRestartWorkChain):
         """Every structure pending, the calculation inputs from the ``pyscf`` namespace."""
         super().setup()
         self.ctx.inputs = AttributeDict(self.exposed_inputs(PyscfCalculation, "pyscf"))
-        self.ctx.ids = self.inputs.structures.ids
-        self.ctx.pending = list(range(len(self.ctx.ids)))
+        # the count only: the ids are read from the dataset when a structure is dropped (rarely),
+        # not at every start and into every checkpoint
+        self.ctx.count = self.inputs.structures.count
+        self.ctx.pending = list(range(self.ctx.count))
         self.ctx.attempts = {}
         self.ctx.labelled = []
         self.ctx.dropped = []
@@ -90,16 +92,21 @@ class LabelWorkChain(CallerNamedReport, BaseRestartWorkChain):
     def prepare_batch(self):
         """The pending structures as this iteration's input (a calcfunction keeps the provenance)."""
         self.ctx.batch = list(self.ctx.pending)
-        if self.ctx.batch == list(range(len(self.ctx.ids))):
+        if self.ctx.batch == list(range(self._count())):
             self.ctx.inputs.structures = self.inputs.structures
         else:
             self.ctx.inputs.structures = select_conformations(self.inputs.structures, orm.List(self.ctx.batch))
 
     # -- bookkeeping -------------------------------------------------------------------------------
 
+    def _count(self) -> int:
+        # ``ids`` instead of ``count``: a work chain checkpointed by an earlier aiida-lmlp
+        return self.ctx.count if "count" in self.ctx else len(self.ctx.ids)
+
     def _drop(self, index: int, reason: str) -> None:
-        self.ctx.dropped.append({"index": index, "id": self.ctx.ids[index], "reason": reason})
-        self.report(f"dropping structure {index} ({self.ctx.ids[index]}): {reason}")
+        identifier = self.inputs.structures.ids[index]
+        self.ctx.dropped.append({"index": index, "id": identifier, "reason": reason})
+        self.report(f"dropping structure {index} ({identifier}): {reason}")
 
     def _attempt(self, index: int) -> bool:
         """Count an attempt on ``index``; False (and dropped) once it has used up its attempts."""
@@ -212,5 +219,5 @@ class LabelWorkChain(CallerNamedReport, BaseRestartWorkChain):
             return self.exit_codes.ERROR_NOTHING_LABELLED
         labelled = parts[0] if len(parts) == 1 else merge_datasets(**{f"batch_{i:02d}": p for i, p in enumerate(parts)})
         self.out("labelled", labelled)
-        self.report(f"labelled {labelled.count} of {len(self.ctx.ids)} structures, dropped {len(self.ctx.dropped)}")
+        self.report(f"labelled {labelled.count} of {self._count()} structures, dropped {len(self.ctx.dropped)}")
         return None
