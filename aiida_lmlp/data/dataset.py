@@ -159,6 +159,15 @@ class LmlpDatasetData(orm.Data):
             self._cache = cache
         return cache
 
+    def release_arrays(self) -> None:
+        """Forget the arrays read from the repository (a stored node reads them again when asked).
+
+        For processes that keep node objects for long: a campaign's daemon worker must not hold
+        every dataset it ever passed on.
+        """
+        if self.is_stored:
+            self.__dict__.pop("_cache", None)
+
     @property
     def count(self) -> int:
         """Number of conformations."""

@@ -312,9 +312,14 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
 
         ``load_node`` is a query per call (5–10 ms here), and a step loads the data stream,
         the current version and the known conformations again and again; stored data nodes
-        do not change, and after a daemon restart the process starts with an empty cache.
+        do not change, and after a daemon restart the process starts with an empty cache. The
+        datasets among them forget their arrays at every call, so that the worker holds at most
+        those of the step at hand.
         """
         loaded = self.__dict__.setdefault("_loaded_nodes", {})
+        for node in loaded.values():  # what the calculations of earlier steps read is not kept
+            if isinstance(node, LmlpDatasetData):
+                node.release_arrays()
         if pk not in loaded:
             loaded[pk] = orm.load_node(pk)
         return loaded[pk]

@@ -63,6 +63,20 @@ def test_attributes_describe_the_data(sn2_frames):
     assert found.count() == 1
 
 
+def test_a_stored_dataset_forgets_its_arrays_and_reads_them_again(sn2_frames):
+    node = LmlpDatasetData.from_atoms(sn2_frames[:3])
+    node.release_arrays()  # not stored yet: the arrays are all it has, so they stay
+    assert node.count == 3 and len(node.conformations.arrays["ids"]) == 3
+    node.store()
+    ids = node.ids
+    first = node.conformations
+    assert node.conformations is first  # read once, then kept
+    node.release_arrays()
+    again = node.conformations
+    assert again is not first and node.ids == ids  # read from the repository again, the same
+    np.testing.assert_array_equal(again.arrays["positions"], first.arrays["positions"])
+
+
 def test_stored_dataset_is_immutable(sn2_frames):
     node = LmlpDatasetData.from_atoms(sn2_frames[:2]).store()
     with pytest.raises(ModificationNotAllowed):
