@@ -116,8 +116,9 @@ class BucketSlots:
 
     A molecule's atom sees few species: in 200 SN2 conformations with an 8-element descriptor,
     at most 4 of the 8 radial and 8 of the 36 angular buckets of an atom have a neighbour (or a
-    neighbour pair). The per-member cotangent rows of :meth:`AtomCenteredDescriptor.value_pair_gradients`
-    are computed for these slots only; the other rows would never be gathered.
+    neighbour pair). With slots (:meth:`AtomCenteredDescriptor.bucket_slots`) the sums and the
+    per-member cotangent rows of :meth:`AtomCenteredDescriptor.value_pair_gradients` keep these
+    buckets only; the others are zero and would never be gathered.
     """
 
     radial_buckets: torch.Tensor  # (A, S'): species of each radial slot (padding: 0, never gathered)
@@ -162,7 +163,8 @@ class SumsJacobian:
     angular_jacobian: torch.Tensor | None = None
     #: "triplet" layout: (T, F, 6), d triplet_features / d (v_a, v_b) of every triplet
     triplet_jacobian: torch.Tensor | None = None
-    #: "triplet" layout: the buckets each atom uses, for compact per-member cotangent rows
+    #: "triplet" layout, where they pay: the buckets each atom uses; then ``radial`` and ``angular``
+    #: are (A, S', E) and (A, Q', F), and so are the per-member cotangent rows
     slots: BucketSlots | None = None
 
     @property

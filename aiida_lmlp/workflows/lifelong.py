@@ -324,16 +324,18 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
             loaded[pk] = orm.load_node(pk)
         return loaded[pk]
 
-    def _conformation_ids(self, pk: int) -> frozenset:
-        """The conformation ids of the dataset ``pk``, read once while this process is in memory.
+    def _dataset_size(self) -> int:
+        """Distinct conformations in the data stream; each dataset's ids read once while this process
+        is in memory, and only those of the stream's current segments kept.
 
-        Read from a node of their own, so that the cached nodes of :meth:`_data_node` do not keep
+        Read from nodes of their own, so that the cached nodes of :meth:`_data_node` do not keep
         their datasets' arrays in the daemon's memory.
         """
-        known = self.__dict__.setdefault("_dataset_ids", {})
-        if pk not in known:
-            known[pk] = frozenset(orm.load_node(pk).ids)
-        return known[pk]
+        stream = self._stream_pks()
+        known = self.__dict__.get("_dataset_ids", {})
+        known = {pk: known[pk] if pk in known else frozenset(orm.load_node(pk).ids) for pk in stream}
+        self.__dict__["_dataset_ids"] = known  # merged segments are forgotten
+        return len(frozenset().union(*known.values()))
 
     def _stream_pks(self) -> list[int]:
         return [pk for pk, _ in self.ctx.stream] if "stream" in self.ctx else self.ctx.labelled
@@ -366,7 +368,7 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
         return self.exit_codes.ERROR_TRAINING_FAILED.format(version=self.ctx.version + 1, message=f"{what}: {message}")
 
     def _register(self, potential: LmlpPotentialData, parent: LmlpPotentialData | None) -> None:
-        size = len(frozenset().union(*(self._conformation_ids(pk) for pk in self._stream_pks())))
+        size = self._dataset_size()
         register_version(
             potential,
             self.ctx.campaign,
