@@ -300,15 +300,19 @@ class EeACSF(AtomCenteredDescriptor):
         d_b.addcmul_(along_cos[:, :, None], d_cos_b[:, None])
         return values, d_a, d_b
 
+    def _element_term_tables(self, dtype: torch.dtype, slots: BucketSlots | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The element terms per bucket, ``(S, H)`` and ``(Q, H)``, or per atom and slot, ``(A, S', H)``
+        and ``(A, Q', H)``."""
+        radial, angular = self.radial_weights.to(dtype), self.angular_weights.to(dtype)
+        if slots is None:
+            return radial, angular
+        return radial[slots.radial_buckets], angular[slots.angular_buckets]
+
     def values_from_sums(
         self, radial: torch.Tensor, angular: torch.Tensor, slots: BucketSlots | None = None
     ) -> torch.Tensor:
         """Element terms (Eqs. 6–9) and the square root: ``(A, len(self))``."""
-        dtype = radial.dtype
-        radial_weights, angular_weights = self.radial_weights.to(dtype), self.angular_weights.to(dtype)
-        if slots is not None:  # each atom's own buckets: (A, S', H) and (A, Q', H)
-            radial_weights = radial_weights[slots.radial_buckets]
-            angular_weights = angular_weights[slots.angular_buckets]
+        radial_weights, angular_weights = self._element_term_tables(radial.dtype, slots)
         # (H, S) @ (A, S, E) broadcast over atoms: no permuted copy of the sums (einsum made two,
         # forward and backward, of the mostly-zero per-species-pair sums)
         g_rad = torch.matmul(radial_weights.transpose(-1, -2), radial)  # (A, H_rad, E_rad)
@@ -329,10 +333,7 @@ class EeACSF(AtomCenteredDescriptor):
         # (A, H, M·E) per atom, then one batched product with the element-term table (S, H) or (Q, H)
         radial = inner[..., :n_radial].unflatten(-1, (n_radial_terms, -1)).transpose(1, 2).flatten(2)
         angular = inner[..., n_radial:].unflatten(-1, (n_angular_terms, -1)).transpose(1, 2).flatten(2)
-        radial_weights, angular_weights = self.radial_weights.to(dtype), self.angular_weights.to(dtype)
-        if slots is not None:  # each atom's own buckets: (A, S', H) and (A, Q', H)
-            radial_weights = radial_weights[slots.radial_buckets]
-            angular_weights = angular_weights[slots.angular_buckets]
+        radial_weights, angular_weights = self._element_term_tables(dtype, slots)
         radial = torch.matmul(radial_weights, radial)  # (A, S, M·E)
         angular = torch.matmul(angular_weights, angular)  # (A, Q, M·F)
         return radial.reshape(n_atoms * radial.shape[1], members, -1), angular.reshape(
