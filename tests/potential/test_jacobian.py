@@ -295,3 +295,24 @@ def test_no_bucket_slots_where_every_atom_sees_every_species_or_the_batch_is_sma
     assert descriptor.bucket_slots(dense, dense["positions"].shape[0]) is None  # all 8 species around every atom
     few = EeACSF.from_paper(["H", "C", "Cl"], cutoff=6.0)  # 3 species: never
     assert few.bucket_slots(small, small["positions"].shape[0]) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("path", ["jacobian", "autograd"])
+def test_ensemble_with_bucket_slots_predicts_what_it_predicts_without(dtype, path, sn2_frames, monkeypatch):
+    elements = ["H", "C", "N", "O", "F", "S", "Cl", "Br"]
+    model = Ensemble.new(
+        elements, EeACSF.from_paper(elements, cutoff=6.0), members=3, hidden=(16,), seed=1, dtype=dtype
+    )
+    frames = sn2_frames[:40]  # about 260 atoms: over MIN_SUMS_FOR_SLOTS with 8 elements
+    t = build_graph(frames, elements, 6.0).tensors()
+    assert model.descriptor.bucket_slots(t, t["positions"].shape[0]) is not None
+    threshold = 0 if path == "jacobian" else 10**12
+    monkeypatch.setattr(ensemble_module, "JACOBIAN_MIN_TRIPLETS", threshold)
+    with_slots = model.evaluate(frames)
+    monkeypatch.setattr(symmetry_functions, "MIN_SPECIES_FOR_SLOTS", 10**6)  # every bucket
+    without = model.evaluate(frames)
+    tolerance = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
+    np.testing.assert_allclose(with_slots.energy_members, without.energy_members, **tolerance)
+    np.testing.assert_allclose(with_slots.forces_members, without.forces_members, **tolerance)
+    np.testing.assert_allclose(with_slots.forces_uncertainty, without.forces_uncertainty, **tolerance)
