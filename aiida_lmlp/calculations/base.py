@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiida import engine
 from aiida.common import CalcInfo, CodeInfo
 
+from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
 
 __all__ = ["LmlpCalcJob", "dataset_copy"]
@@ -21,7 +22,7 @@ def dataset_copy(dataset: LmlpDatasetData, name: str) -> tuple[str, str, str]:
     return (dataset.uuid, ARCHIVE, name)
 
 
-class LmlpCalcJob(engine.CalcJob):
+class LmlpCalcJob(InputsEncodedOnce, engine.CalcJob):
     """Base of the ``lmlp`` CalcJobs: a serial ``lmlp`` command whose stdout and stderr are retrieved."""
 
     STDOUT = "lmlp.out"

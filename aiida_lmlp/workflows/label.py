@@ -23,6 +23,7 @@ from aiida.common import AttributeDict
 from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_handler, while_
 
 from aiida_lmlp.calculations.pyscf import PyscfCalculation
+from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
 from aiida_lmlp.workflows.links import outputs_of
 from aiida_lmlp.workflows.reporting import CallerNamedReport
@@ -40,7 +41,7 @@ SCF_ESCALATION = (
 DEFAULT_MAX_CYCLE = 100
 
 
-class LabelWorkChain(CallerNamedReport, BaseRestartWorkChain):
+class LabelWorkChain(CallerNamedReport, InputsEncodedOnce, BaseRestartWorkChain):
     """Label a dataset's structures with PySCF; keep every converged structure, drop and record the hopeless."""
 
     _process_class = PyscfCalculation

@@ -22,6 +22,7 @@ from aiida import orm
 from aiida.engine import ExitCode, ToContext, WorkChain, if_, while_
 
 from aiida_lmlp.calculations.explore import LmlpExploreCalculation
+from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
 from aiida_lmlp.data.potential import LmlpPotentialData
 from aiida_lmlp.potential.exploration import trajectory_counts
@@ -92,7 +93,7 @@ def _validate_inputs(inputs: dict, _) -> str | None:
     return None
 
 
-class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
+class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, WorkChain):
     """Label, train, explore, screen and learn in a loop; every version is registered.
 
     Every version is trained by :class:`EnsembleTraining`'s steps in this work chain (its
@@ -259,7 +260,7 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
     def _label_inputs(self, structures: LmlpDatasetData, link: str) -> dict:
         inputs = self.exposed_inputs(LabelWorkChain, "label")
         inputs["structures"] = structures
-        inputs.setdefault("metadata", {})["call_link_label"] = link
+        inputs["metadata"] = {**inputs.get("metadata", {}), "call_link_label": link}  # a copy: inputs stay as given
         return inputs
 
     def label_initial(self):
@@ -426,7 +427,7 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
                 protocol[key] = value
         if protocol:
             inputs["protocol"] = orm.Dict(protocol)
-        inputs.setdefault("metadata", {})["call_link_label"] = f"explore_{self.ctx.iteration:03d}"
+        inputs["metadata"] = {**inputs.get("metadata", {}), "call_link_label": f"explore_{self.ctx.iteration:03d}"}
         return ToContext(exploration=self.submit(LmlpExploreCalculation, **inputs))
 
     def _trajectory_stop(self, potential: LmlpPotentialData) -> dict:

@@ -16,6 +16,7 @@ from aiida import orm
 from aiida.engine import ExitCode, WorkChain, while_
 
 from aiida_lmlp.calculations.train import LmlpTrainCalculation
+from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
 
@@ -31,7 +32,7 @@ def _validate_members_per_job(value: orm.Int | None, _) -> str | None:
     return None
 
 
-class TrainEnsembleWorkChain(EnsembleTraining, CallerNamedReport, WorkChain):
+class TrainEnsembleWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, WorkChain):
     """Train (or continue training) an lMLP ensemble in one or several ``lmlp.train`` jobs."""
 
     @classmethod

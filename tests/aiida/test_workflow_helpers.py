@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiida import orm
 from aiida.engine import WorkChain, calcfunction, run_get_node
 
+from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.workflows.links import outputs_of
 from aiida_lmlp.workflows.reporting import CallerNamedReport
 
@@ -45,3 +46,75 @@ def test_outputs_of_a_process_are_its_output_links(aiida_profile):
     assert sorted(outputs) == sorted(node.outputs) == ["half", "rest"]
     assert {label: n.pk for label, n in outputs.items()} == {"half": node.outputs.half.pk, "rest": node.outputs.rest.pk}
     assert outputs["half"].value == 3 and outputs["rest"].value == 1
+
+
+class _Stepping(WorkChain):
+    """Three steps (a checkpoint before each), a namespace of inputs and an output that grows."""
+
+    checkpoints: list[str] = []
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input("x", valid_type=orm.Int)
+        spec.input_namespace("extra", dynamic=True)
+        spec.output_namespace("seen", valid_type=orm.Int, dynamic=True)
+        spec.outline(cls.one, cls.two, cls.three)
+
+    def _step(self, name: str) -> None:
+        type(self).checkpoints.append(self.node.checkpoint)
+        self.out(f"seen.{name}", self.inputs.x)
+
+    def one(self):
+        self._step("one")
+
+    def two(self):
+        self._step("two")
+
+    def three(self):
+        self._step("three")
+
+
+class _SteppingOnce(InputsEncodedOnce, _Stepping):
+    checkpoints: list[str] = []
+
+
+def test_inputs_are_encoded_once_and_checkpoints_read_as_aiida_cores(aiida_profile, monkeypatch):
+    """Every checkpoint of a process with the mixin is the one aiida-core writes (inputs, growing
+    outputs, context), while the raw and the parsed inputs are encoded once each instead of at
+    every checkpoint."""
+    from aiida.engine.processes.process import Process
+    from aiida.orm.utils import serialize
+    from plumpy.processes import BundleKeys
+
+    encoded = []
+    original = Process.encode_input_args
+
+    def counting(self, inputs):
+        encoded.append((type(self).__name__, id(inputs) in {id(self.raw_inputs), id(self.inputs)}))
+        return original(self, inputs)
+
+    monkeypatch.setattr(Process, "encode_input_args", counting)
+    inputs = {"x": orm.Int(3).store(), "extra": {"a": orm.Float(0.5).store(), "b": orm.Str("text").store()}}
+    for process in (_Stepping, _SteppingOnce):
+        process.checkpoints.clear()
+        _, node = run_get_node(process, **inputs)
+        assert node.is_finished_ok and sorted(node.outputs.seen) == ["one", "three", "two"]
+
+    def bundles(process):
+        return [serialize.deserialize_unsafe(text) for text in process.checkpoints]
+
+    plain, once = bundles(_Stepping), bundles(_SteppingOnce)
+    assert len(plain) == len(once) == 3
+    for i, (a, b) in enumerate(zip(plain, once)):
+        keys = [BundleKeys.INPUTS_RAW, BundleKeys.INPUTS_PARSED] + ([BundleKeys.OUTPUTS] if i else [])
+        for key in keys:
+            assert a[key] == b[key], key
+        assert set(a) == set(b)
+    assert "x: !aiida_node" in once[0][BundleKeys.INPUTS_RAW] and "b: !aiida_node" in once[0][BundleKeys.INPUTS_RAW]
+    assert len(once[2][BundleKeys.OUTPUTS]) > len(once[1][BundleKeys.OUTPUTS])  # outputs grew between checkpoints
+    fixed = {
+        name: sum(1 for n, is_input in encoded if n == name and is_input) for name in ("_Stepping", "_SteppingOnce")
+    }
+    assert fixed["_SteppingOnce"] == 2  # the raw and the parsed inputs, once each
+    assert fixed["_Stepping"] >= 2 * 3  # aiida-core: both at every checkpoint
