@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from aiida import orm
 from aiida.engine import WorkChain, calcfunction, run_get_node
 
@@ -118,3 +119,39 @@ def test_inputs_are_encoded_once_and_checkpoints_read_as_aiida_cores(aiida_profi
     }
     assert fixed["_SteppingOnce"] == 2  # the raw and the parsed inputs, once each
     assert fixed["_Stepping"] >= 2 * 3  # aiida-core: both at every checkpoint
+
+
+def test_checkpoint_inputs_decode_as_aiida_cores_with_one_query(aiida_profile, monkeypatch):
+    """The raw and the parsed inputs of a checkpoint decode to what aiida-core gives (same nodes, same
+    values), their nodes loaded in one query and shared, none loaded one by one."""
+    from aiida.orm.utils import serialize
+
+    from aiida_lmlp import checkpoints
+
+    nodes = [orm.Int(1).store(), orm.Dict({"k": [1, 2]}).store(), orm.Str("s").store()]
+    raw = {"x": nodes[0], "ns": {"d": nodes[1], "deep": {"s": nodes[2], "plain": [1.5, "text"]}}}
+    parsed = {**raw, "default": orm.Bool(True).store(), "metadata": {"label": "a"}}
+    encoded = [serialize.serialize(raw), serialize.serialize(parsed)]
+    expected = [serialize.deserialize_unsafe(text) for text in encoded]
+
+    queries = []
+    original = orm.QueryBuilder.all
+    monkeypatch.setattr(orm.QueryBuilder, "all", lambda self, *a, **k: queries.append(1) or original(self, *a, **k))
+    monkeypatch.setattr(checkpoints.orm, "load_node", lambda *a, **k: pytest.fail("a node was loaded by itself"))
+    cache = {}
+    decoded = [checkpoints.decode_with_nodes(text, cache) for text in encoded]
+    assert len(queries) == 2  # the raw inputs' three nodes, then the parsed inputs' one new node
+
+    def pks(value):
+        if isinstance(value, orm.Node):
+            return ("node", type(value).__name__, value.pk)
+        if isinstance(value, dict):
+            return {k: pks(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [pks(v) for v in value]
+        return value
+
+    assert [pks(d) for d in decoded] == [pks(e) for e in expected]
+    assert decoded[0]["ns"]["deep"]["s"] is decoded[1]["ns"]["deep"]["s"]  # shared, as before a reload
+    assert decoded[1]["ns"]["d"].get_dict() == {"k": [1, 2]}
+    assert checkpoints.decode_with_nodes(encoded[0], cache)["x"] is decoded[0]["x"] and len(queries) == 2
