@@ -216,3 +216,24 @@ def test_a_campaign_checkpointed_before_known_and_stream_goes_on_as_then(campaig
         assert load_node(ctx.candidates).ids == calls["screen_002"].outputs.selected.ids
     else:
         assert ctx.candidates is None
+
+
+def test_every_labelling_shares_the_campaigns_default_nodes(campaign):
+    """lmlp.label's own defaults (max_iterations, clean_workdir, max_attempts) reach every labelling as
+    one stored node each, with the values lmlp.label would have made for itself: the campaign's
+    ``label`` namespace gets them once, when the campaign is created, instead of each labelling
+    storing and linking new ones (a query per link)."""
+    from aiida.orm import QueryBuilder
+
+    from aiida_lmlp.workflows.label import LabelWorkChain
+
+    _, node = campaign
+    labellings = QueryBuilder().append(type(node), filters={"id": node.pk}, tag="campaign")
+    labellings.append(LabelWorkChain, with_incoming="campaign")
+    nodes = [label for (label,) in labellings.all()]
+    assert len(nodes) >= 2, "the campaign labelled more than once"
+    for name in ("max_iterations", "clean_workdir", "max_attempts"):
+        inputs = [label.inputs[name] for label in nodes]
+        assert len({n.pk for n in inputs}) == 1, name
+        default = LabelWorkChain.spec().inputs[name].default()
+        assert inputs[0].value == default.value, name
