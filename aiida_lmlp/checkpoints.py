@@ -5,11 +5,13 @@ chain, every transition of a calculation job (upload, submit, update, retrieve, 
 checkpoint encodes the process's raw inputs and its parsed inputs to YAML again, with PyYAML's
 pure-Python emitter: in the quickstart campaign that was 2.6 s of the daemon worker's 73 busy
 seconds, half the time it spent on checkpoints (``benchmarks/campaign_overhead.py --worker-profile``).
-The inputs of a process never change once it has been created (plumpy freezes them, and the
-plugin's steps copy a namespace before they change it), so their encoding is the same string
-every time: :class:`InputsEncodedOnce` keeps it. A process loaded from a checkpoint (after a
-daemon restart) encodes its inputs once again, at its first checkpoint; outputs, which grow,
-are encoded every time, as aiida-core does.
+The inputs of a process are fixed once it has been created (plumpy freezes the mapping, and the
+campaign copies a namespace before it adds to it), so their encoding is the same string every
+time: :class:`InputsEncodedOnce` keeps it. (aiida-core's ``BaseRestartWorkChain`` writes each
+child's ``call_link_label`` into the ``metadata`` it shares with its inputs; it writes it again
+before every child, so a checkpoint that holds the inputs as given loses nothing.) A process
+loaded from a checkpoint (after a daemon restart) encodes its inputs once again, at its first
+checkpoint; outputs, which grow, are encoded every time, as aiida-core does.
 
 The other way round, every process the daemon runs is loaded from its checkpoint first (a work
 chain's child too: it is created, checkpointed and sent to the broker, then continued), and
