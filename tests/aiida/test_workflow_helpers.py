@@ -1,4 +1,4 @@
-"""Helpers of the work chains: reports without inspect.stack(), a child's outputs in one query."""
+"""Helpers of the processes: reports without inspect.stack(), a child's outputs in one query, cheaper checkpoints."""
 
 from __future__ import annotations
 
