@@ -74,14 +74,15 @@ class InputsEncodedOnce:
     def encode_input_args(self, inputs: dict[str, Any]) -> str:
         """The YAML of ``inputs`` that aiida-core's ``encode_input_args`` writes; computed once for
         the process's raw and parsed inputs, which are fixed, and every time for anything else."""
-        fixed = {id(mapping) for mapping in (self.raw_inputs, self.inputs) if mapping is not None}
-        if id(inputs) not in fixed:
+        if inputs is not self.raw_inputs and inputs is not self.inputs:
             return super().encode_input_args(inputs)
-        cache = self.__dict__.setdefault("_lmlp_encoded_inputs", {})
-        entry = cache.get(id(inputs))
-        if entry is None or entry[0] is not inputs:  # the mapping is kept with its text: its id stays unique
-            entry = cache[id(inputs)] = (inputs, super().encode_input_args(inputs))
-        return entry[1]
+        encoded = self.__dict__.setdefault("_lmlp_encoded_inputs", [])  # (mapping, text): two at most
+        for mapping, text in encoded:
+            if mapping is inputs:
+                return text
+        text = super().encode_input_args(inputs)
+        encoded.append((inputs, text))
+        return text
 
     def decode_input_args(self, encoded: str) -> dict[str, Any]:
         """The inputs (or outputs) of a checkpoint, as aiida-core decodes them, with their nodes loaded in
