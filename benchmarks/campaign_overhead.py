@@ -54,7 +54,8 @@ STAMPS = ("_lmlp_job_start", "_lmlp_job_end")
 WORK_CHAINS = ("LifelongWorkChain", "LabelWorkChain", "TrainEnsembleWorkChain")
 
 #: What a daemon worker's busy samples are counted as: (name, frame pattern). A sample counts
-#: for every activity whose pattern occurs in its stack (``file:function``), so they overlap.
+#: for every activity whose pattern occurs in its stack (``file:function``), so they overlap. A
+#: tuple of patterns must match consecutive frames (a caller and the function it calls).
 WORKER_ACTIVITIES = (
     ("scheduler polls (task_update_job)", "tasks.py:task_update_job"),
     ("  blocked on transport subprocesses (ps, ...)", "selectors.py:_PollLikeSelector.select"),
@@ -64,7 +65,8 @@ WORKER_ACTIVITIES = (
     ("process checkpoints: loading (YAML)", "load_instance_state"),
     ("  inputs decoded (and their nodes loaded)", "decode_input_args"),
     ("creating processes (instantiate_process)", "utils.py:instantiate_process"),
-    ("  input-link cycle checks (one query per link)", "links.py:NodeLinks.validate_incoming"),
+    ("  link validation (validate_incoming)", "validate_incoming"),
+    ("    of which cycle queries", ("links.py:NodeLinks.validate_incoming", "querybuilder.py:QueryBuilder.count")),
     ("work-chain steps (_do_step)", "workchain.py:WorkChain._do_step"),
     ("uploads (task_upload_job)", "tasks.py:task_upload_job"),
     ("retrievals (task_retrieve_job)", "tasks.py:task_retrieve_job"),
@@ -73,6 +75,16 @@ WORKER_ACTIVITIES = (
     ("imports", "<frozen importlib._bootstrap>:_find_and_load"),
     ("torch imported", "torch/__init__.py:<module>"),
 )
+
+
+def _occurs(pattern: str | tuple[str, ...], stack: list[str]) -> bool:
+    """Whether ``pattern`` occurs in one frame of ``stack`` (a tuple: in consecutive frames, root first)."""
+    if isinstance(pattern, str):
+        return any(pattern in frame for frame in stack)
+    return any(
+        all(part in frame for part, frame in zip(pattern, stack[k : k + len(pattern)]))
+        for k in range(len(stack) - len(pattern) + 1)
+    )
 
 
 def _machine() -> dict:
@@ -253,7 +265,7 @@ def worker_activities(path: Path) -> dict:
             continue  # the event loop waiting for work (a blocking subprocess call counts as busy)
         total += weight
         for name, pattern in WORKER_ACTIVITIES:
-            if any(pattern in frame for frame in stack):
+            if _occurs(pattern, stack):
                 busy[name] += weight
     return {"sampled_s": round(wall, 2), "busy_s": round(total, 2), **{k: round(v, 2) for k, v in busy.items()}}
 

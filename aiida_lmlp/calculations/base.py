@@ -7,6 +7,7 @@ from aiida.common import CalcInfo, CodeInfo
 
 from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
+from aiida_lmlp.process_links import LinksWithoutVacuousQueries
 
 __all__ = ["LmlpCalcJob", "dataset_copy"]
 
@@ -22,7 +23,7 @@ def dataset_copy(dataset: LmlpDatasetData, name: str) -> tuple[str, str, str]:
     return (dataset.uuid, ARCHIVE, name)
 
 
-class LmlpCalcJob(InputsEncodedOnce, engine.CalcJob):
+class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, engine.CalcJob):
     """Base of the ``lmlp`` CalcJobs: a serial ``lmlp`` command whose stdout and stderr are retrieved."""
 
     STDOUT = "lmlp.out"

@@ -25,6 +25,7 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_han
 from aiida_lmlp.calculations.pyscf import PyscfCalculation
 from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
+from aiida_lmlp.process_links import LinksWithoutVacuousQueries
 from aiida_lmlp.workflows.links import outputs_of
 from aiida_lmlp.workflows.reporting import CallerNamedReport
 
@@ -41,7 +42,7 @@ SCF_ESCALATION = (
 DEFAULT_MAX_CYCLE = 100
 
 
-class LabelWorkChain(CallerNamedReport, InputsEncodedOnce, BaseRestartWorkChain):
+class LabelWorkChain(CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuousQueries, BaseRestartWorkChain):
     """Label a dataset's structures with PySCF; keep every converged structure, drop and record the hopeless."""
 
     _process_class = PyscfCalculation

@@ -26,6 +26,7 @@ from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
 from aiida_lmlp.data.potential import LmlpPotentialData
 from aiida_lmlp.potential.exploration import trajectory_counts
+from aiida_lmlp.process_links import LinksWithoutVacuousQueries
 from aiida_lmlp.registry import register_version
 
 from .data_stream import segments_to_merge
@@ -93,7 +94,7 @@ def _validate_inputs(inputs: dict, _) -> str | None:
     return None
 
 
-class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, WorkChain):
+class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuousQueries, WorkChain):
     """Label, train, explore, screen and learn in a loop; every version is registered.
 
     Every version is trained by :class:`EnsembleTraining`'s steps in this work chain (its

@@ -19,6 +19,7 @@ from aiida_lmlp.calculations.train import LmlpTrainCalculation
 from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
+from aiida_lmlp.process_links import LinksWithoutVacuousQueries
 
 from .ensemble_training import DEFAULT_MAX_RESTARTS, RESUMABLE, EnsembleTraining, TrainingRequest
 from .reporting import CallerNamedReport
@@ -32,7 +33,9 @@ def _validate_members_per_job(value: orm.Int | None, _) -> str | None:
     return None
 
 
-class TrainEnsembleWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, WorkChain):
+class TrainEnsembleWorkChain(
+    EnsembleTraining, CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuousQueries, WorkChain
+):
     """Train (or continue training) an lMLP ensemble in one or several ``lmlp.train`` jobs."""
 
     @classmethod
