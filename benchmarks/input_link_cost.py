@@ -5,8 +5,8 @@
 A calcfunction with ``--links`` stored dataset inputs runs three times on a fresh embedded
 profile (SQLite): as aiida-core does it; with the cycle-check query skipped while the process
 node is not yet stored (a node without a database row has no descendants, so no link to it can
-close a cycle; this is the change proposed upstream, applied here to this benchmark's process
-only); and with ``validate_link`` skipped as well (what is left: storing the link rows and the
+close a cycle; what ``aiida_lmlp/process_links.py`` does for the plugin's own processes, and the
+change to propose upstream, applied here to this benchmark's calcfunction only); and with ``validate_link`` skipped as well (what is left: storing the link rows and the
 process). Each run's wall time over the link count is the cost per link. The quickstart creates
 about 35 input and call links per iteration, so the cycle queries are a fixed share of its
 engine overhead.
