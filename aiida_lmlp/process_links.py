@@ -60,7 +60,7 @@ def skip_vacuous_cycle_query(node: orm.Node) -> orm.Node:
     left alone, so a future aiida-core with other checks keeps them."""
     links = node.base.links  # cached on the node: the same object for every later link
     cls = type(links)
-    if cls.validate_incoming not in (_PLAIN, _PROCESS):
+    if cls.validate_incoming not in (_PLAIN, _PROCESS):  # also a node given its subclass before
         return node
     subclass = _SUBCLASSES.get(cls)
     if subclass is None:
