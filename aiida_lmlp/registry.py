@@ -123,7 +123,7 @@ def training_state(potential: LmlpPotentialData) -> dict:
     """
     from safetensors.numpy import load
 
-    from aiida_lmlp.potential.model_header import read_model_header
+    from aiida_lmlp.formats.model_header import read_model_header
 
     with tempfile.TemporaryDirectory() as folder:
         path = potential.export(Path(folder) / "model.lmlp")

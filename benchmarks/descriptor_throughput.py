@@ -39,7 +39,7 @@ from structures import SN2_ELEMENTS, sn2_conformations, water_box  # noqa: E402
 from timing import cpu_model, interleaved_medians  # noqa: E402
 
 from aiida_lmlp.potential import EeACSF  # noqa: E402
-from aiida_lmlp.potential.neighbors import graph_tensors, molecule_graph  # noqa: E402
+from aiida_lmlp.potential.descriptors.neighbors import graph_tensors, molecule_graph  # noqa: E402
 
 
 def eeacsf_case(structures, elements, cutoff, dtype, device="cpu", from_tensors=False, compiled=False):

@@ -33,7 +33,7 @@ def run_case(case: dict) -> dict:
     from structures import SN2_ELEMENTS, mixed_box, sn2_conformations, water_box
 
     from aiida_lmlp.potential import ACSF, EeACSF, Ensemble
-    from aiida_lmlp.potential.neighbors import build_graph
+    from aiida_lmlp.potential.descriptors.neighbors import build_graph
 
     dtype = getattr(torch, case.get("dtype", "float64"))
     kind = case["kind"]
@@ -133,7 +133,7 @@ def _elements_interleaved(case: dict) -> dict:
     from structures import mixed_box
 
     from aiida_lmlp.potential import ACSF, EeACSF
-    from aiida_lmlp.potential.neighbors import build_graph
+    from aiida_lmlp.potential.descriptors.neighbors import build_graph
 
     ten = ["H", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Br"]
     variants = {}

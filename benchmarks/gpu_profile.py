@@ -28,7 +28,7 @@ from structures import SN2_ELEMENTS, sn2_conformations  # noqa: E402
 from timing import cpu_model  # noqa: E402
 
 from aiida_lmlp.potential import EeACSF  # noqa: E402
-from aiida_lmlp.potential.neighbors import graph_tensors, molecule_graph  # noqa: E402
+from aiida_lmlp.potential.descriptors.neighbors import graph_tensors, molecule_graph  # noqa: E402
 
 
 def _median_ms(function, device: str, repeats: int) -> float:

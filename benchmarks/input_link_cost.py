@@ -5,7 +5,7 @@
 A calcfunction with ``--links`` stored dataset inputs runs three times on a fresh embedded
 profile (SQLite): as aiida-core does it; with the cycle-check query skipped while the process
 node is not yet stored (a node without a database row has no descendants, so no link to it can
-close a cycle): the plugin's ``LinksWithoutVacuousQueries`` (``aiida_lmlp/process_links.py``,
+close a cycle): the plugin's ``LinksWithoutVacuousQueries`` (``aiida_lmlp/overrides/process_links.py``,
 mixed into all of its processes) on the same calcfunction; and with ``validate_link`` skipped
 as well (what is left: storing the link rows and the process). Each run's wall time over the
 link count is the cost per link. The quickstart creates about 35 input and call links per
@@ -35,9 +35,9 @@ def main() -> None:
         from aiida.engine import calcfunction, run_get_node
         from ase.io import read
 
-        from aiida_lmlp import process_links
+        from aiida_lmlp.overrides import process_links
         from aiida_lmlp.data import LmlpDatasetData
-        from aiida_lmlp.process_links import LinksWithoutVacuousQueries
+        from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
 
         frames = read(SN2 / "pool_a.extxyz", ":5")
         datasets = [LmlpDatasetData.from_atoms(frames).store() for _ in range(args.links)]

@@ -1,6 +1,6 @@
 """Per-member forces of 10 members: explicit descriptor Jacobian vs vectorised backward passes.
 
-Sets ``aiida_lmlp.potential.ensemble.JACOBIAN_MIN_TRIPLETS`` to force one path or the other and
+Sets ``aiida_lmlp.potential.model.ensemble.JACOBIAN_MIN_TRIPLETS`` to force one path or the other and
 times, in alternation in one process, one member, ten members with mean forces and ten members
 with per-member forces by each path, on SN2 batches of 1 to 200 conformations (12 Å) and a
 64-atom fcc Cu cell (4.5 Å). Medians; the threshold in the engine comes from here.
@@ -24,9 +24,9 @@ sys.path.insert(0, str(HERE))
 def _case(name: str, structures, elements, cutoff: float, rounds: int) -> dict:
     from timing import interleaved_medians
 
-    import aiida_lmlp.potential.ensemble as ensemble_module
+    import aiida_lmlp.potential.model.ensemble as ensemble_module
     from aiida_lmlp.potential import EeACSF, Ensemble
-    from aiida_lmlp.potential.neighbors import build_graph
+    from aiida_lmlp.potential.descriptors.neighbors import build_graph
 
     descriptor = EeACSF.from_paper(elements, cutoff=cutoff)
     one = Ensemble.new(elements, descriptor, members=1, seed=0)

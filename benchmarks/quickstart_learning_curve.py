@@ -102,7 +102,7 @@ def measure_versions(campaign: str, test: list) -> list[dict]:
 
 def labelled_per_iteration(campaign: str) -> list[dict]:
     """Reference energies (eV/atom above the lowest initial one) and largest |F| of each labelled set."""
-    from aiida_lmlp.campaign.report import find_campaign_workchain
+    from aiida_lmlp.reporting import find_campaign_workchain
 
     node = find_campaign_workchain(campaign)
     datasets = [node.outputs.labelled[key] for key in sorted(node.outputs.labelled.keys())]

@@ -36,7 +36,7 @@ def main() -> None:
         from ase.io import read
 
         from aiida_lmlp.data import LmlpDatasetData
-        from aiida_lmlp.potential.conformation_arrays import ConformationArrays
+        from aiida_lmlp.formats.conformation_arrays import ConformationArrays
         from aiida_lmlp.workflows.screening import screen_candidates
 
         frames = [a for a in read(SN2 / "pool_a.extxyz", ":") if a.info["reaction"] == "Cl+CH3Cl"]

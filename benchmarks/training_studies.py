@@ -79,11 +79,11 @@ sys.path.insert(0, str(HERE))
 from structures import SN2, SN2_ELEMENTS, sn2_conformations  # noqa: E402
 from timing import cpu_model  # noqa: E402
 
-import aiida_lmlp.potential.trainer as trainer_module  # noqa: E402
+import aiida_lmlp.potential.training.trainer as trainer_module  # noqa: E402
+from aiida_lmlp.formats.training_config import default_config, merge_config  # noqa: E402
 from aiida_lmlp.potential import Ensemble  # noqa: E402
-from aiida_lmlp.potential.trainer import Trainer, filter_training_data  # noqa: E402
-from aiida_lmlp.potential.training_batch import predict_batch, prepare_batch  # noqa: E402
-from aiida_lmlp.potential.training_config import default_config, merge_config  # noqa: E402
+from aiida_lmlp.potential.training.batches import predict_batch, prepare_batch  # noqa: E402
+from aiida_lmlp.potential.training.trainer import Trainer, filter_training_data  # noqa: E402
 
 PAPER_HIDDEN = (102, 61, 44)
 OPTIMIZERS = ("sgd", "rprop", "adam", "core")

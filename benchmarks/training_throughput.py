@@ -31,8 +31,7 @@ from structures import SN2_ELEMENTS, sn2_conformations  # noqa: E402
 from timing import interleaved_medians  # noqa: E402
 
 from aiida_lmlp.potential import Ensemble  # noqa: E402
-from aiida_lmlp.potential.paper_core import PaperCoRe, core_parameter_groups  # noqa: E402
-from aiida_lmlp.potential.training_batch import (  # noqa: E402
+from aiida_lmlp.potential.training.batches import (  # noqa: E402
     gather_structures,
     loss_eq10,
     masked_loss_eq10,
@@ -42,6 +41,7 @@ from aiida_lmlp.potential.training_batch import (  # noqa: E402
     prepare_batch,
     select_structures,
 )
+from aiida_lmlp.potential.training.paper_core import PaperCoRe, core_parameter_groups  # noqa: E402
 
 
 def trainer(members: int, structures, seed: int, device: str = "cpu"):

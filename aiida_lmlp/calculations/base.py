@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiida import engine
 from aiida.common import CalcInfo, CodeInfo
 
-from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
-from aiida_lmlp.process_links import LinksWithoutVacuousQueries
+from aiida_lmlp.overrides.checkpoints import InputsEncodedOnce
+from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
 
 __all__ = ["LmlpCalcJob", "dataset_copy"]
 
@@ -16,7 +16,7 @@ def dataset_copy(dataset: LmlpDatasetData, name: str) -> tuple[str, str, str]:
     """A ``local_copy_list`` entry that copies ``dataset``'s archive from the repository to ``name``.
 
     The daemon neither reads nor converts the conformations: the archive goes to the job as
-    stored (the job reads it with :func:`aiida_lmlp.potential.conformation_arrays.read_frames`).
+    stored (the job reads it with :func:`aiida_lmlp.formats.conformation_arrays.read_frames`).
     A training job gets the whole data stream, which grows every iteration; converting it to
     extended XYZ at each submission cost the daemon time in proportion.
     """

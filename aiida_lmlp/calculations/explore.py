@@ -18,7 +18,7 @@ __all__ = ["LmlpExploreCalculation"]
 def _validate_protocol(protocol: orm.Dict | None, _) -> str | None:
     if protocol is None:
         return None
-    from aiida_lmlp.potential.exploration import ExplorationProtocol, ProtocolError
+    from aiida_lmlp.formats.exploration import ExplorationProtocol, ProtocolError
 
     try:
         ExplorationProtocol.from_dict(protocol.get_dict())

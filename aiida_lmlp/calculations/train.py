@@ -19,7 +19,7 @@ def _validate_parameters(parameters: orm.Dict | None, _) -> str | None:
     """Every key must be a known ``lmlp train`` configuration key with a valid value."""
     if parameters is None:
         return None
-    from aiida_lmlp.potential.training_config import ConfigError, default_config, merge_config
+    from aiida_lmlp.formats.training_config import ConfigError, default_config, merge_config
 
     try:
         merge_config(default_config(), parameters.get_dict())

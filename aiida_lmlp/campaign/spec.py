@@ -221,9 +221,9 @@ def load_spec(path: str | os.PathLike) -> CampaignSpec:
         else None
     )
     # each section by the validator of the layer that will use it
+    from aiida_lmlp.formats.exploration import ExplorationProtocol, ProtocolError
+    from aiida_lmlp.formats.training_config import ConfigError, default_config, merge_config
     from aiida_lmlp.labelling.pyscf_single_points import ParameterError, PyscfParameters
-    from aiida_lmlp.potential.exploration import ExplorationProtocol, ProtocolError
-    from aiida_lmlp.potential.training_config import ConfigError, default_config, merge_config
     from aiida_lmlp.workflows.candidates import TRAJECTORY_STOPS, SelectionSettings, SelectionSettingsError
 
     label, train, explore = sections["label"], sections["train"], sections["explore"]

@@ -14,7 +14,7 @@ def _one_line(error: BaseException) -> str:
 def _read_protocol(path: Path):
     import yaml
 
-    from aiida_lmlp.potential.exploration import ExplorationProtocol, ProtocolError
+    from aiida_lmlp.formats.exploration import ExplorationProtocol, ProtocolError
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -29,7 +29,7 @@ def _read_protocol(path: Path):
 
 
 def _read_structures(path: Path):
-    from aiida_lmlp.potential.conformation_arrays import DatasetError, read_frames
+    from aiida_lmlp.formats.conformation_arrays import DatasetError, read_frames
 
     try:
         structures = read_frames(path)
@@ -94,7 +94,7 @@ def explore(model_path, structures_path, protocol_path, out, archive, summary, d
     """
     from aiida_lmlp.potential import Ensemble, ModelFileError
     from aiida_lmlp.potential.allocator import keep_freed_memory
-    from aiida_lmlp.potential.exploration import explore as run_exploration
+    from aiida_lmlp.potential.exploration.runner import explore as run_exploration
 
     keep_freed_memory()
     protocol = _read_protocol(protocol_path)
@@ -104,7 +104,7 @@ def explore(model_path, structures_path, protocol_path, out, archive, summary, d
             f"{structures_path}: NEB needs pairs of endpoints (initial, final, ...), "
             f"got an odd number of structures: {len(structures)}"
         )
-    from aiida_lmlp.potential.training_run import resolve_device
+    from aiida_lmlp.potential.training.run import resolve_device
 
     try:
         where = resolve_device(device)

@@ -55,8 +55,8 @@ def label_pyscf(structures, parameters_path, out, archive, status):
     Exit status 0 when every structure was attempted (some may not have converged), 143/130
     when stopped by SIGTERM/SIGINT, 1 or 2 for bad parameters or input.
     """
+    from aiida_lmlp.formats.conformation_arrays import DatasetError, read_frames
     from aiida_lmlp.labelling.pyscf_single_points import ParameterError, PyscfParameters, run_interruptible
-    from aiida_lmlp.potential.conformation_arrays import DatasetError, read_frames
 
     data = {}
     if parameters_path is not None:

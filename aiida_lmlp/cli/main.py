@@ -18,7 +18,7 @@ def main():
 
 
 def _read_structures(path: Path):
-    from aiida_lmlp.potential.conformation_arrays import DatasetError, read_frames
+    from aiida_lmlp.formats.conformation_arrays import DatasetError, read_frames
 
     try:
         return read_frames(path)
@@ -199,7 +199,7 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
     """Train (or continue training) an lMLP ensemble; runs without any AiiDA profile."""
     import yaml
 
-    from aiida_lmlp.potential.training_config import DEFAULT_CONFIG_YAML, ConfigError, default_config, merge_config
+    from aiida_lmlp.formats.training_config import DEFAULT_CONFIG_YAML, ConfigError, default_config, merge_config
 
     if print_config:
         click.echo(DEFAULT_CONFIG_YAML, nl=False)
@@ -223,9 +223,9 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
         config = merge_config(default_config(), overrides)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    from aiida_lmlp.overrides.optimizer_imports import optimizers_without_dynamo
     from aiida_lmlp.potential.allocator import keep_freed_memory
-    from aiida_lmlp.potential.optimizer_imports import optimizers_without_dynamo
-    from aiida_lmlp.potential.training_run import run_training
+    from aiida_lmlp.potential.training.run import run_training
 
     keep_freed_memory()
     optimizers_without_dynamo()
@@ -234,7 +234,7 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
         if parent is None:
             raise click.UsageError("--member-block needs --continue-from (a new model takes members and member_offset)")
         from aiida_lmlp.potential import Ensemble, ModelFileError
-        from aiida_lmlp.potential.member_blocks import parse_member_block
+        from aiida_lmlp.potential.model.member_blocks import parse_member_block
 
         try:
             block = parse_member_block(member_block, Ensemble.load(parent).members)
@@ -266,8 +266,8 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
 def gather(blocks, out, data):
     """Join member blocks trained in several jobs into one ensemble, training state included."""
     from aiida_lmlp.potential import Ensemble, ModelFileError
-    from aiida_lmlp.potential.member_blocks import ensemble_test_rmse
-    from aiida_lmlp.potential.trainer import gather_trained
+    from aiida_lmlp.potential.model.member_blocks import ensemble_test_rmse
+    from aiida_lmlp.potential.training.trainer import gather_trained
 
     try:
         models = [Ensemble.load(path) for path in blocks]

@@ -27,7 +27,7 @@ def report(campaign_name: str, out: Path | None, profile: str | None) -> None:
     Works on a campaign still running: what exists so far is reported.
     """
     load_profile(profile)
-    from aiida_lmlp.campaign.report import UnknownCampaignError, write_report
+    from aiida_lmlp.reporting import UnknownCampaignError, write_report
 
     folder = out if out is not None else Path(f"lmlp-report-{campaign_name}")
     try:

@@ -3,7 +3,7 @@
 Imports neither torch nor pyscf: these classes are loaded by the AiiDA daemon.
 """
 
-from aiida_lmlp.potential.conformation_arrays import ConformationArrays, DatasetError
+from aiida_lmlp.formats.conformation_arrays import ConformationArrays, DatasetError
 
 from .dataset import LmlpDatasetData, merge_datasets, select_conformations
 from .potential import LmlpPotentialData

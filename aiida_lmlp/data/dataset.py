@@ -1,7 +1,7 @@
 """``lmlp.dataset``: an immutable set of labelled conformations with provenance.
 
 The conformations live in the node repository as one ``.npz`` archive
-(:mod:`aiida_lmlp.potential.conformation_arrays`); queryable facts live in attributes: the
+(:mod:`aiida_lmlp.formats.conformation_arrays`); queryable facts live in attributes: the
 count, the elements, the label method, the energy and force ranges. Every conformation has
 a content-hash id, the same id the trainer uses for its selection state.
 """
@@ -17,7 +17,7 @@ from aiida import orm
 from aiida.engine import calcfunction
 from ase import Atoms
 
-from aiida_lmlp.potential.conformation_arrays import ConformationArrays, DatasetError, read_archive
+from aiida_lmlp.formats.conformation_arrays import ConformationArrays, DatasetError, read_archive
 
 __all__ = ["DatasetError", "LmlpDatasetData", "merge_datasets", "select_conformations"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiida import orm
 
-from aiida_lmlp.potential.model_header import ModelHeader, read_model_header
+from aiida_lmlp.formats.model_header import ModelHeader, read_model_header
 
 __all__ = ["LmlpPotentialData"]
 

@@ -447,7 +447,7 @@ class BatchRecorder:
     def _write_archive(self) -> None:
         if self._archive is None:
             return
-        from aiida_lmlp.potential.conformation_arrays import write_frames
+        from aiida_lmlp.formats.conformation_arrays import write_frames
 
         try:
             write_frames(self._archive, self._labelled)

@@ -86,7 +86,7 @@ class LmlpParser(Parser):
     def read_potential(self, name: str):
         """``(LmlpPotentialData, None)`` from the retrieved model file ``name``, or ``(None, exit code)``."""
         from aiida_lmlp.data.potential import LmlpPotentialData
-        from aiida_lmlp.potential.errors import ModelFileError
+        from aiida_lmlp.formats.errors import ModelFileError
 
         if not self.has_file(name):
             return None, self.exit_codes.ERROR_MISSING_MODEL

@@ -30,7 +30,7 @@ class LmlpExploreParser(LmlpParser):
                 archived = LmlpDatasetData.from_archive(path, label_method=label_method, source=Calc.VISITED_ARCHIVE)
             visited = archived if archived.count else None
         elif self.has_file(Calc.VISITED) and self.read_text(Calc.VISITED).strip():
-            from aiida_lmlp.potential.exploration import read_visited  # ase.io: only for a run cut short
+            from aiida_lmlp.formats.exploration import read_visited  # ase.io: only for a run cut short
 
             with self.tempdir() as folder:
                 # read_visited keeps every complete frame of a file cut off by a killed run

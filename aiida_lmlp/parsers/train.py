@@ -46,7 +46,7 @@ def metrics_arrays(lines: list[dict]) -> dict[str, np.ndarray]:
 
 def _expected_epoch(node) -> int | None:
     """The epoch count a complete run ends at: the parent's plus this run's ``epochs``."""
-    from aiida_lmlp.potential.training_config import default_config
+    from aiida_lmlp.formats.training_config import default_config
 
     epochs = default_config()["epochs"]
     if "parameters" in node.inputs:

@@ -78,13 +78,13 @@ class EnsembleTraining:
     def _members(self, request: TrainingRequest) -> int:
         if request.parent_potential is not None:
             return request.parent_potential.members
-        from aiida_lmlp.potential.training_config import default_config
+        from aiida_lmlp.formats.training_config import default_config
 
         return int(request.parameters.get("members", default_config()["members"]))
 
     def plan_training(self) -> None:
         """Plan the member blocks: one job for all members unless ``members_per_job`` says otherwise."""
-        from aiida_lmlp.potential.training_config import default_config
+        from aiida_lmlp.formats.training_config import default_config
 
         request = self.training_request()
         members = self._members(request)

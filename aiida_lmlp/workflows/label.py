@@ -23,9 +23,9 @@ from aiida.common import AttributeDict
 from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_handler, while_
 
 from aiida_lmlp.calculations.pyscf import PyscfCalculation
-from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
-from aiida_lmlp.process_links import LinksWithoutVacuousQueries
+from aiida_lmlp.overrides.checkpoints import InputsEncodedOnce
+from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
 from aiida_lmlp.workflows.links import outputs_of
 from aiida_lmlp.workflows.reporting import CallerNamedReport
 

@@ -22,11 +22,11 @@ from aiida import orm
 from aiida.engine import ExitCode, ToContext, WorkChain, if_, while_
 
 from aiida_lmlp.calculations.explore import LmlpExploreCalculation
-from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
 from aiida_lmlp.data.potential import LmlpPotentialData
-from aiida_lmlp.potential.exploration import trajectory_counts
-from aiida_lmlp.process_links import LinksWithoutVacuousQueries
+from aiida_lmlp.formats.exploration import trajectory_counts
+from aiida_lmlp.overrides.checkpoints import InputsEncodedOnce
+from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
 from aiida_lmlp.registry import register_version
 
 from .data_stream import segments_to_merge

@@ -125,7 +125,7 @@ def screen_candidates(
             for key, value in chosen.arrays.items()
             if key not in ("predicted_energy", "predicted_forces", "energy_uncertainty", "forces_uncertainty")
         }
-        from aiida_lmlp.potential.conformation_arrays import ConformationArrays
+        from aiida_lmlp.formats.conformation_arrays import ConformationArrays
 
         outputs["selected"] = LmlpDatasetData(ConformationArrays(arrays), label_method="")
         seen.update(visited_keys[i] for i in result.selected)

@@ -16,10 +16,10 @@ from aiida import orm
 from aiida.engine import ExitCode, WorkChain, while_
 
 from aiida_lmlp.calculations.train import LmlpTrainCalculation
-from aiida_lmlp.checkpoints import InputsEncodedOnce
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
-from aiida_lmlp.process_links import LinksWithoutVacuousQueries
+from aiida_lmlp.overrides.checkpoints import InputsEncodedOnce
+from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
 
 from .ensemble_training import DEFAULT_MAX_RESTARTS, RESUMABLE, EnsembleTraining, TrainingRequest
 from .reporting import CallerNamedReport

@@ -9,7 +9,7 @@ from aiida.common.links import LinkType
 from aiida.engine import WorkChain, calcfunction, run_get_node
 from aiida.orm.nodes.links import NodeLinks
 
-from aiida_lmlp.process_links import LinksWithoutVacuousQueries, skip_vacuous_cycle_query
+from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries, skip_vacuous_cycle_query
 
 
 @pytest.fixture
@@ -159,3 +159,21 @@ def test_a_process_with_the_mixin_links_as_aiida_core_does_without_its_cycle_que
     # the calcfunction: 1 input link and 2 create links; the work chain's 3 input links only in aiida-core's
     assert counts["_CallsLean"] == 3
     assert counts["_Calls"] == 3 + 3
+
+
+def test_the_overrides_switch_gives_aiida_cores_links_back(statements, monkeypatch):
+    """With ``AIIDA_LMLP_OVERRIDES=off`` the mixin's work chain asks every cycle query aiida-core asks."""
+    from aiida_lmlp.overrides import SWITCH, enabled
+
+    monkeypatch.setenv(SWITCH, "off")
+    assert not enabled()
+    inputs = {"x": orm.Int(7).store(), "extra": {"a": orm.Float(0.5).store(), "b": orm.Str("s").store()}}
+    counts = {}
+    for process in (_Calls, _CallsLean):
+        statements.clear()
+        _, node = run_get_node(process, **inputs)
+        assert node.is_finished_ok
+        counts[process.__name__] = _cycle_queries(statements)
+    assert counts["_CallsLean"] == counts["_Calls"] == 3 + 3
+    monkeypatch.setenv(SWITCH, "on")
+    assert enabled()

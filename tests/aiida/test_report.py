@@ -25,7 +25,7 @@ def campaign(small_campaign):
 @pytest.fixture(scope="module")
 def report(campaign, tmp_path_factory):
     """The report of the campaign, written once."""
-    from aiida_lmlp.campaign.report import write_report
+    from aiida_lmlp.reporting import write_report
 
     return write_report(NAME, tmp_path_factory.mktemp("report"))
 
@@ -110,7 +110,7 @@ def test_summary_counts_equal_the_work_chain_report(campaign, report):
 
 def test_a_running_campaign_is_read_from_its_calls(campaign):
     """Without the ``report`` output (a campaign still running) the records come from the called processes."""
-    from aiida_lmlp.campaign.report import _iterations_so_far, find_campaign_workchain
+    from aiida_lmlp.reporting.queries import _iterations_so_far, find_campaign_workchain
 
     results, node = campaign
     assert find_campaign_workchain(NAME).pk == node.pk
@@ -152,7 +152,7 @@ def test_parity_rmse_matches_an_independent_evaluation(campaign, report, tmp_pat
 
 
 def test_learning_curves_continue_from_the_parent(campaign):
-    from aiida_lmlp.campaign.report import version_metrics
+    from aiida_lmlp.reporting import version_metrics
 
     rows = registry.list_versions(NAME)
     previous_end = 0
@@ -167,7 +167,7 @@ def test_learning_curves_continue_from_the_parent(campaign):
 def test_an_empty_campaign_gives_placeholder_plots(tmp_path):
     from matplotlib.image import imread
 
-    from aiida_lmlp.campaign import report as module
+    import aiida_lmlp.reporting as module
 
     data = module.CampaignData(
         name="empty",

@@ -6,7 +6,7 @@ import pytest
 from aiida import orm
 from aiida.engine import WorkChain, calcfunction, run_get_node
 
-from aiida_lmlp.checkpoints import InputsEncodedOnce
+from aiida_lmlp.overrides.checkpoints import InputsEncodedOnce
 from aiida_lmlp.workflows.links import outputs_of
 from aiida_lmlp.workflows.reporting import CallerNamedReport
 
@@ -121,12 +121,29 @@ def test_inputs_are_encoded_once_and_checkpoints_read_as_aiida_cores(aiida_profi
     assert fixed["_Stepping"] >= 2 * 3  # aiida-core: both at every checkpoint
 
 
+def test_the_overrides_switch_encodes_inputs_at_every_checkpoint_again(aiida_profile, monkeypatch):
+    """With ``AIIDA_LMLP_OVERRIDES=off`` the mixin encodes the inputs at every checkpoint, as aiida-core does."""
+    from aiida.engine.processes.process import Process
+
+    from aiida_lmlp.overrides import SWITCH
+
+    monkeypatch.setenv(SWITCH, "off")
+    encoded = []
+    original = Process.encode_input_args
+    monkeypatch.setattr(Process, "encode_input_args", lambda self, i: encoded.append(1) or original(self, i))
+    _SteppingOnce.checkpoints.clear()
+    _, node = run_get_node(_SteppingOnce, x=orm.Int(3).store(), extra={"a": orm.Float(0.5).store()})
+    assert node.is_finished_ok and len(_SteppingOnce.checkpoints) == 3
+    assert len(encoded) >= 2 * 3  # raw and parsed inputs at every checkpoint, as aiida-core does
+    monkeypatch.setenv(SWITCH, "on")
+
+
 def test_checkpoint_inputs_decode_as_aiida_cores_with_one_query(aiida_profile, monkeypatch):
     """The raw and the parsed inputs of a checkpoint decode to what aiida-core gives (same nodes, same
     values), their nodes loaded in one query and shared, none loaded one by one."""
     from aiida.orm.utils import serialize
 
-    from aiida_lmlp import checkpoints
+    from aiida_lmlp.overrides import checkpoints
 
     nodes = [orm.Int(1).store(), orm.Dict({"k": [1, 2]}).store(), orm.Str("s").store()]
     raw = {"x": nodes[0], "ns": {"d": nodes[1], "deep": {"s": nodes[2], "plain": [1.5, "text"]}}}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from aiida_lmlp.potential.adaptive_selection import AdaptiveSelection, SelectionSettings
+from aiida_lmlp.potential.training.adaptive_selection import AdaptiveSelection, SelectionSettings
 
 SETTINGS = SelectionSettings()
 T1, T2, T3, TX = SETTINGS.thresholds
@@ -139,7 +139,7 @@ def test_state_follows_ids_through_additions_removals_and_checkpoints():
 
 
 def test_fit_per_epoch_is_a_count_when_integer_and_a_fraction_when_float():
-    from aiida_lmlp.potential.adaptive_selection import fit_count
+    from aiida_lmlp.potential.training.adaptive_selection import fit_count
 
     assert fit_count(1, 40) == 1 and fit_count(25, 40) == 25 and fit_count(60, 40) == 40
     assert fit_count(1.0, 40) == 40  # 1.0 means all of them, not one

@@ -54,8 +54,8 @@ def copper():
     from ase.calculators.emt import EMT
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from aiida_lmlp.potential.trainer import Trainer
-    from aiida_lmlp.potential.training_config import default_config, merge_config
+    from aiida_lmlp.formats.training_config import default_config, merge_config
+    from aiida_lmlp.potential.training.trainer import Trainer
 
     base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ase.io import read
 
-from aiida_lmlp.potential.conformation_arrays import DatasetError, read_archive, read_frames, write_frames
+from aiida_lmlp.formats.conformation_arrays import DatasetError, read_archive, read_frames, write_frames
 
 from ..conftest import SN2
 
@@ -34,7 +34,7 @@ def test_other_suffixes_are_extended_xyz(frames, tmp_path):
 
 
 def test_reading_an_archive_refuses_bad_labels_and_recomputes_ids(frames, tmp_path):
-    from aiida_lmlp.potential.conformation_arrays import ConformationArrays
+    from aiida_lmlp.formats.conformation_arrays import ConformationArrays
 
     arrays = ConformationArrays.from_atoms(frames).arrays
     arrays["ids"] = np.array(["0" * 32] * len(frames))  # ids are not taken from the file

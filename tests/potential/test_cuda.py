@@ -16,12 +16,12 @@ from ase.io import read
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
+from aiida_lmlp.formats.errors import StructureError
+from aiida_lmlp.formats.training_config import default_config, merge_config
 from aiida_lmlp.potential import EeACSF, Ensemble, LmlpCalculator
-from aiida_lmlp.potential.ensemble import JACOBIAN_MIN_TRIPLETS
-from aiida_lmlp.potential.errors import StructureError
-from aiida_lmlp.potential.neighbors import build_graph, graph_tensors
-from aiida_lmlp.potential.trainer import Trainer
-from aiida_lmlp.potential.training_config import default_config, merge_config
+from aiida_lmlp.potential.descriptors.neighbors import build_graph, graph_tensors
+from aiida_lmlp.potential.model.ensemble import JACOBIAN_MIN_TRIPLETS
+from aiida_lmlp.potential.training.trainer import Trainer
 
 from ..conftest import SN2, SN2_ELEMENTS
 from .helpers import random_box

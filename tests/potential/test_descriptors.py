@@ -8,8 +8,8 @@ import torch
 from ase import Atoms
 
 from aiida_lmlp.potential import ACSF, EeACSF
-from aiida_lmlp.potential.eta_grid import inflection_point
-from aiida_lmlp.potential.symmetry_functions import bump_cutoff
+from aiida_lmlp.potential.descriptors.eta_grid import inflection_point
+from aiida_lmlp.potential.descriptors.symmetry_functions import bump_cutoff
 
 MAIN_GROUP_10 = ["H", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Br"]
 

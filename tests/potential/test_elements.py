@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aiida_lmlp.potential.elements import (
+from aiida_lmlp.formats.elements import (
     ELEMENT_TERMS,
     element_term_table,
     is_d_block,

@@ -392,7 +392,7 @@ def test_every_frame_carries_the_mean_standardised_descriptor(sn2_model, sn2_fra
     for frame, read_back in zip(result.frames, written):
         np.testing.assert_array_equal(read_back.info[FINGERPRINT_KEY], frame.info[FINGERPRINT_KEY])
     # ... and the dataset layer stores the fingerprints as one (S, F) array
-    from aiida_lmlp.potential.conformation_arrays import ConformationArrays
+    from aiida_lmlp.formats.conformation_arrays import ConformationArrays
 
     packed = ConformationArrays.from_atoms(written)
     np.testing.assert_array_equal(packed.arrays["fingerprint"], np.array([first, turned, other]))

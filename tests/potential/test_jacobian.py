@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-import aiida_lmlp.potential.ensemble as ensemble_module
-from aiida_lmlp.potential import ACSF, EeACSF, Ensemble, symmetry_functions
-from aiida_lmlp.potential.neighbors import build_graph
-from aiida_lmlp.potential.symmetry_functions import AtomCenteredDescriptor, half_one_plus_lambda_cos
+import aiida_lmlp.potential.model.ensemble as ensemble_module
+from aiida_lmlp.potential import ACSF, EeACSF, Ensemble
+from aiida_lmlp.potential.descriptors import symmetry_functions
+from aiida_lmlp.potential.descriptors.neighbors import build_graph
+from aiida_lmlp.potential.descriptors.symmetry_functions import AtomCenteredDescriptor, half_one_plus_lambda_cos
 
 from .helpers import random_box
 
@@ -215,8 +216,8 @@ def test_the_eeacsf_jacobian_path_does_not_import_torch_dynamo(tmp_path):
 import sys
 from ase.io import read
 from aiida_lmlp.potential import EeACSF, Ensemble
-from aiida_lmlp.potential.ensemble import JACOBIAN_MIN_TRIPLETS
-from aiida_lmlp.potential.neighbors import build_graph
+from aiida_lmlp.potential.model.ensemble import JACOBIAN_MIN_TRIPLETS
+from aiida_lmlp.potential.descriptors.neighbors import build_graph
 frames = read(sys.argv[1], ":20")
 elements = ["H", "C", "N", "O", "F", "S", "Cl", "Br"]
 model = Ensemble.new(elements, EeACSF.from_paper(elements), members=3, hidden=(8,), seed=0,
@@ -234,7 +235,7 @@ print("torch._dynamo" in sys.modules)
 
 
 def test_used_bucket_slots_number_each_atoms_buckets_in_order():
-    from aiida_lmlp.potential.symmetry_functions import used_bucket_slots
+    from aiida_lmlp.potential.descriptors.symmetry_functions import used_bucket_slots
 
     # atom 0 uses buckets 4 and 1 (1 twice), atom 1 none, atom 2 bucket 0: rows atom·5 + bucket
     buckets, slot = used_bucket_slots(torch.tensor([4, 1, 1, 10]), n_atoms=3, n_buckets=5)

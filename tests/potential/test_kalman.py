@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
+from aiida_lmlp.formats.training_config import ConfigError, default_config, merge_config
 from aiida_lmlp.potential import Ensemble
-from aiida_lmlp.potential.kalman import ExtendedKalmanFilter, forgetting_factor, kalman_parameter_blocks
-from aiida_lmlp.potential.trainer import Trainer, gather_trained, make_optimizer
-from aiida_lmlp.potential.training_batch import loss_eq10, predict_batch, prepare_batch
-from aiida_lmlp.potential.training_config import ConfigError, default_config, merge_config
+from aiida_lmlp.potential.training.batches import loss_eq10, predict_batch, prepare_batch
+from aiida_lmlp.potential.training.kalman import ExtendedKalmanFilter, forgetting_factor, kalman_parameter_blocks
+from aiida_lmlp.potential.training.trainer import Trainer, gather_trained, make_optimizer
 
 from ..conftest import SN2_ELEMENTS
 

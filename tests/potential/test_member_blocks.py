@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aiida_lmlp.formats.training_config import default_config, merge_config
 from aiida_lmlp.potential import Ensemble
-from aiida_lmlp.potential.member_blocks import parse_member_block, split_trained
-from aiida_lmlp.potential.trainer import Trainer, gather_trained
-from aiida_lmlp.potential.training_config import default_config, merge_config
+from aiida_lmlp.potential.model.member_blocks import parse_member_block, split_trained
+from aiida_lmlp.potential.training.trainer import Trainer, gather_trained
 
 REFERENCES = {"C": -1030.0, "H": -13.6, "Cl": -12500.0}
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aiida_lmlp.potential import Ensemble, ModelFileError
-from aiida_lmlp.potential.model_file import read_model_file
+from aiida_lmlp.potential.model.model_file import read_model_file
 
 
 def test_round_trip_reproduces_predictions_exactly(tmp_path, sn2_model, sn2_frames):
@@ -92,3 +92,25 @@ def test_other_files_are_refused(tmp_path):
     save_file({"x": torch.zeros(2)}, tmp_path / "plain.safetensors")
     with pytest.raises(ModelFileError, match="not an aiida-lmlp model"):
         Ensemble.load(tmp_path / "plain.safetensors")
+
+
+def test_a_model_saved_before_the_engine_moved_predicts_as_it_did():
+    """The model file format did not change when the engine moved into subpackages: a model file
+    written before, with predictions recorded by the code of then, predicts the same now."""
+    from pathlib import Path
+
+    from ase import Atoms
+
+    from aiida_lmlp.potential import LmlpCalculator
+
+    data = Path(__file__).parents[1] / "data"
+    recorded = json.loads((data / "model_before_move" / "predictions.json").read_text())
+    model = Ensemble.load(data / "train_outputs" / "complete" / "model.lmlp")
+    assert len(recorded["predictions"]) == 4
+    for before in recorded["predictions"]:
+        atoms = Atoms(numbers=before["numbers"], positions=before["positions"])
+        atoms.calc = LmlpCalculator(model)
+        np.testing.assert_allclose(atoms.get_potential_energy(), before["energy"], rtol=1e-7)
+        np.testing.assert_allclose(atoms.get_forces(), before["forces"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(atoms.calc.results["energy_uncertainty"], before["energy_uncertainty"], rtol=1e-5)
+        np.testing.assert_allclose(atoms.calc.results["forces_uncertainty"], before["forces_uncertainty"], atol=1e-5)

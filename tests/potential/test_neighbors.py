@@ -8,9 +8,9 @@ import torch
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
+from aiida_lmlp.formats.errors import StructureError
 from aiida_lmlp.potential import EeACSF
-from aiida_lmlp.potential.errors import StructureError
-from aiida_lmlp.potential.neighbors import build_graph, molecule_graph, pair_triplets
+from aiida_lmlp.potential.descriptors.neighbors import build_graph, molecule_graph, pair_triplets
 
 from .helpers import random_box
 

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from aiida_lmlp.potential.optimizer_imports import optimizers_without_dynamo
+from aiida_lmlp.overrides.optimizer_imports import optimizers_without_dynamo
 
 TRAIN = """
 import sys
@@ -20,7 +20,7 @@ print(sorted(m for m in ("torch._dynamo", "scipy.optimize") if m in sys.modules)
 
 def test_lmlp_train_imports_neither_torch_dynamo_nor_scipy_optimize(tmp_path, sn2_frames):
     """As in a campaign's training job: the data as a conformation archive (ASE's extxyz reader imports SciPy)."""
-    from aiida_lmlp.potential.conformation_arrays import write_frames
+    from aiida_lmlp.formats.conformation_arrays import write_frames
 
     config = tmp_path / "config.yaml"
     config.write_text("hidden: [6]\ncheckpoint_every: 1\nfit_per_epoch: 1.0\n")  # a checkpoint: state_dict

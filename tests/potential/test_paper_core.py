@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aiida_lmlp.potential import Ensemble
-from aiida_lmlp.potential.paper_core import PaperCoRe, core_parameter_groups
+from aiida_lmlp.potential.training.paper_core import PaperCoRe, core_parameter_groups
 
 HYPER = {
     "lr": 0.01,

@@ -5,9 +5,9 @@ import pytest
 import torch
 from ase.io import read
 
+from aiida_lmlp.formats.training_config import ConfigError, default_config, merge_config
 from aiida_lmlp.potential import EeACSF, Ensemble
-from aiida_lmlp.potential.trainer import Trainer, conformation_id, filter_training_data
-from aiida_lmlp.potential.training_config import ConfigError, default_config, merge_config
+from aiida_lmlp.potential.training.trainer import Trainer, conformation_id, filter_training_data
 
 from ..conftest import SN2, SN2_ELEMENTS
 
@@ -138,7 +138,7 @@ def test_stacked_members_train_exactly_as_members_trained_alone(sn2_frames, free
 
 
 def test_members_trained_in_two_jobs_gather_into_the_stacked_ensemble(tmp_path, sn2_frames, free_atoms):
-    from aiida_lmlp.potential.trainer import gather_trained
+    from aiida_lmlp.potential.training.trainer import gather_trained
 
     frames = sn2_frames[:40]
 
@@ -171,7 +171,7 @@ def test_members_trained_in_two_jobs_gather_into_the_stacked_ensemble(tmp_path, 
 
 def test_the_first_test_set_stays_fixed_and_its_rmse_compares_versions(tmp_path, sn2_frames, free_atoms):
     """Version 0's test conformations stay held out when data are added, and their RMSE is recorded."""
-    from aiida_lmlp.potential.member_blocks import ensemble_test_rmse
+    from aiida_lmlp.potential.model.member_blocks import ensemble_test_rmse
 
     config = merge_config(default_config(), {"members": 2, "fit_per_epoch": 10, "test_fraction": 0.25})
     first = Trainer(_model(2, free_atoms, sn2_frames[:40]), sn2_frames[:40], config, log=lambda message: None)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from aiida_lmlp.potential.paper_core import PaperCoRe, core_parameter_groups
-from aiida_lmlp.potential.training_batch import (
+from aiida_lmlp.potential.training.batches import (
     PreparedBatch,
     conformation_losses,
     gather_structures,
@@ -17,6 +16,7 @@ from aiida_lmlp.potential.training_batch import (
     prepare_batch,
     select_structures,
 )
+from aiida_lmlp.potential.training.paper_core import PaperCoRe, core_parameter_groups
 
 
 def test_predictions_equal_the_ensemble_evaluation(sn2_model, sn2_frames):
