@@ -35,8 +35,8 @@ def main() -> None:
         from aiida.engine import calcfunction, run_get_node
         from ase.io import read
 
-        from aiida_lmlp.overrides import process_links
         from aiida_lmlp.data import LmlpDatasetData
+        from aiida_lmlp.overrides import process_links
         from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
 
         frames = read(SN2 / "pool_a.extxyz", ":5")

@@ -9,9 +9,9 @@ import pytest
 from safetensors.numpy import load_file
 
 from aiida_lmlp.data import LmlpDatasetData, merge_datasets
-from aiida_lmlp.potential.conformation_arrays import ConformationArrays
-from aiida_lmlp.potential.training_config import default_config, merge_config
-from aiida_lmlp.potential.training_run import run_training
+from aiida_lmlp.formats.conformation_arrays import ConformationArrays
+from aiida_lmlp.formats.training_config import default_config, merge_config
+from aiida_lmlp.potential.training.run import run_training
 from aiida_lmlp.workflows.data_stream import segments_to_merge
 
 

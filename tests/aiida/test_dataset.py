@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from aiida_lmlp.data import DatasetError, LmlpDatasetData, merge_datasets
-from aiida_lmlp.potential.labels import conformation_id, reference_label
+from aiida_lmlp.formats.labels import conformation_id, reference_label
 
 from ..conftest import SN2
 

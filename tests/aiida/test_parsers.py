@@ -162,7 +162,7 @@ def test_the_daemon_reads_finished_job_outputs_without_ase_io():
     """
     code = (
         "import sys; import aiida_lmlp.workflows.lifelong, aiida_lmlp.parsers.explore, aiida_lmlp.parsers.pyscf; "
-        "from aiida_lmlp.potential.conformation_arrays import read_archive; "
+        "from aiida_lmlp.formats.conformation_arrays import read_archive; "
         f"a = read_archive({str(DATA / 'explore_outputs' / 'complete' / 'visited.npz')!r}); "
         f"b = read_archive({str(DATA / 'pyscf_outputs' / 'all_converged' / 'labelled.npz')!r}); "
         "print(a.count, b.count, 'ase.io' in sys.modules, 'torch' in sys.modules)"
@@ -179,7 +179,7 @@ def test_the_daemon_reads_finished_job_outputs_without_ase_io():
     ],
 )
 def test_a_finished_jobs_archive_holds_what_its_extxyz_holds(folder, archive, stream):
-    from aiida_lmlp.potential.conformation_arrays import ConformationArrays, read_archive
+    from aiida_lmlp.formats.conformation_arrays import ConformationArrays, read_archive
     from aiida_lmlp.potential.exploration import read_visited
 
     packed = read_archive(DATA / folder / archive).arrays

@@ -90,7 +90,7 @@ def test_checking_training_parameters_does_not_import_torch():
     worker about a second of torch import before the first training job of a campaign.
     """
     code = (
-        "import sys; from aiida_lmlp.potential.training_config import default_config, merge_config; "
+        "import sys; from aiida_lmlp.formats.training_config import default_config, merge_config; "
         "merge_config(default_config(), {'optimizer': 'ekf', 'ekf': {'decoupling': 'layer'}}); "
         "print('torch' in sys.modules)"
     )

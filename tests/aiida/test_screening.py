@@ -11,7 +11,7 @@ import pytest
 from aiida import orm
 
 from aiida_lmlp.data import LmlpDatasetData
-from aiida_lmlp.potential.conformation_arrays import ConformationArrays
+from aiida_lmlp.formats.conformation_arrays import ConformationArrays
 from aiida_lmlp.workflows.screening import KNOWN_FINGERPRINTS, KNOWN_KEYS, geometry_keys, screen_candidates
 
 WIDTH = 4  # fingerprint length

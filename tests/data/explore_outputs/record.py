@@ -25,7 +25,7 @@ import yaml
 from ase import Atoms
 from ase.io import read
 
-from aiida_lmlp.potential.conformation_arrays import write_frames
+from aiida_lmlp.formats.conformation_arrays import write_frames
 
 HERE = Path(__file__).resolve().parent
 SN2 = HERE.parents[2].parent / "shared" / "data" / "sn2"

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from ase.io import read
 
-from aiida_lmlp.potential.conformation_arrays import write_frames
+from aiida_lmlp.formats.conformation_arrays import write_frames
 
 HERE = Path(__file__).resolve().parent
 POOL = HERE.parents[3] / "shared" / "data" / "sn2" / "pool_a.extxyz"
