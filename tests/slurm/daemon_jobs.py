@@ -12,7 +12,7 @@ runs two scenarios, one after the other:
     20 ``lmlp.pyscf`` jobs submitted at once: they wait in SLURM's queue (2 cores) while the
     two workers poll them.
 ``restart``
-    6 jobs (each sleeps 8 s in its job script before labelling); the daemon is stopped once all
+    4 jobs (each sleeps 8 s in its job script before labelling); the daemon is stopped once all
     are submitted and SLURM has some running and some queued, stays stopped until at least one
     of them has ended on the cluster, and is started again.
 
@@ -58,7 +58,7 @@ def main(root: str, access: str) -> dict:
     load_profile(PROFILE, allow_switch=True)
     computer = slurm_computer(ClusterAccess.from_json(access))
     code = slurm_code(computer, "lmlp.pyscf")
-    frames = structures(26)
+    frames = structures(24)
     verdi("daemon", "start", str(WORKERS), "--timeout", "60", profile=PROFILE)
     try:
         return {

@@ -21,10 +21,12 @@ CAMPAIGN = "slurm-quickstart"
 
 @pytest.fixture(scope="module")
 def campaign(cluster_code):
-    """The small campaign of ``tests/aiida`` (2 members, 2 iterations) with every job on the cluster."""
+    """The small campaign of ``tests/aiida`` (2 members, 1 iteration: 2 versions) with every job on the cluster."""
     from aiida_lmlp.workflows.lifelong import LifelongWorkChain
 
-    inputs = campaign_inputs(cluster_code("lmlp.train"), initial_structures(count=6), campaign=orm.Str(CAMPAIGN))
+    inputs = campaign_inputs(
+        cluster_code("lmlp.train"), initial_structures(count=6), campaign=orm.Str(CAMPAIGN), max_iterations=orm.Int(1)
+    )
     results, node = run_get_node(LifelongWorkChain, **inputs)
     assert node.is_finished_ok, node.exit_message
     return results, node
