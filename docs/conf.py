@@ -1,4 +1,4 @@
-"""Sphinx configuration of the aiida-lmlp documentation (MyST Markdown, autodoc, sphinx-click, aiida-core's process directives)."""
+"""Sphinx configuration: MyST Markdown, autodoc, sphinx-click and aiida-core's process directives."""
 
 project = "aiida-lmlp"
 author = "aiida-lmlp developers"
