@@ -30,13 +30,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ClusterError", "SlurmCluster", "unavailable_reason"]
+__all__ = ["SSH_ALIAS", "ClusterError", "SlurmCluster", "unavailable_reason"]
 
 SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROGRAMS = ("munged", "munge", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol", "sinfo", "sshd")
 PROGRAMS += ("ssh-keygen",)
 PACKAGES = "slurm-wlm munge openssh-server"
 NODE = "lmlp-node"
+SSH_ALIAS = "lmlp-test-cluster"
 PARTITION = "debug"
 CPUS = 2
 
@@ -111,6 +112,15 @@ class SlurmCluster:
     def remote(self) -> Path:
         """A folder for what jobs write on the cluster side (AiiDA's work directory goes under it)."""
         return self.root / "remote"
+
+    @property
+    def client_home(self) -> Path:
+        """A home folder whose ``~/.ssh`` reaches the cluster as ``ssh {SSH_ALIAS}`` (config entry, known host key).
+
+        For clients that read only OpenSSH's files, as aiida-core's ``core.ssh_async`` does: run them
+        with ``HOME`` set to this folder (the user's own ``~/.ssh`` is never touched).
+        """
+        return self.root / "client-home"
 
     @property
     def username(self) -> str:
@@ -251,6 +261,14 @@ class SlurmCluster:
         for name, kind in (("ssh_host_ed25519_key", "ed25519"), ("id_ed25519", "ed25519")):
             subprocess.run([_which("ssh-keygen"), "-q", "-t", kind, "-N", "", "-f", str(etc / name)], check=True)
         (etc / "authorized_keys").write_text((etc / "id_ed25519.pub").read_text())
+        host_key = (etc / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        dot_ssh = self.client_home / ".ssh"
+        dot_ssh.mkdir(parents=True, mode=0o700)
+        (dot_ssh / "known_hosts").write_text(f"[127.0.0.1]:{self.ssh_port} {' '.join(host_key)}\n")
+        (dot_ssh / "config").write_text(
+            f"Host {SSH_ALIAS}\n  HostName 127.0.0.1\n  Port {self.ssh_port}\n  User {self.username}\n"
+            f"  IdentityFile {self.ssh_key}\n  IdentitiesOnly yes\n"
+        )
         sftp = next(
             (p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server") if Path(p).exists()),
             "internal-sftp",

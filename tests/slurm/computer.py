@@ -4,10 +4,12 @@ Used by the session fixtures (``conftest.py``) and by the daemon scripts, which 
 profile and get the cluster's coordinates as JSON (:meth:`ClusterAccess.to_json`).
 
 The computer's work directory is a folder on the cluster side that only the SSH transport
-writes to: nothing assumes that the daemon and the jobs share a filesystem. ``core.ssh``
-(paramiko) takes the port and the key as configuration; ``core.ssh_async`` reads them from an
-``~/.ssh/config`` entry and needs the host key in ``~/.ssh/known_hosts``, which the tests may not
-touch, so the tests use ``core.ssh`` (``docs/cluster.md`` shows both).
+writes to: nothing assumes that the daemon and the jobs share a filesystem. Both of aiida-core's
+SSH transports are used: ``core.ssh`` (paramiko) takes the port and the key as configuration
+(the tests in this process use it); ``core.ssh_async`` (asyncssh, the one aiida-core recommends)
+reads them from a ``Host`` entry of ``~/.ssh/config`` and needs the host key in
+``~/.ssh/known_hosts``, so its users run with ``HOME`` set to the cluster's
+:attr:`~tests.slurm.cluster.SlurmCluster.client_home` (the daemon tests do).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .cluster import SSH_ALIAS
 
 __all__ = ["LMLP_EXECUTABLE", "POLL_INTERVAL", "ClusterAccess", "slurm_code", "slurm_computer"]
 
@@ -26,17 +30,19 @@ POLL_INTERVAL = 1.0
 
 @dataclass
 class ClusterAccess:
-    """How AiiDA reaches the cluster: SSH port, user and key, and the work directory on the cluster side."""
+    """How AiiDA reaches the cluster: transport, SSH port, user and key, and the work directory on the cluster side."""
 
     port: int
     username: str
     key_filename: str
     workdir: str
+    transport: str = "core.ssh"
+    host: str = SSH_ALIAS  # the ``Host`` of ``client_home/.ssh/config`` (``core.ssh_async``)
 
     @classmethod
-    def of(cls, cluster, name: str) -> ClusterAccess:
+    def of(cls, cluster, name: str, transport: str = "core.ssh") -> ClusterAccess:
         """For the running ``cluster`` (:class:`~tests.slurm.cluster.SlurmCluster`), work directory ``name``."""
-        return cls(cluster.ssh_port, cluster.username, str(cluster.ssh_key), str(cluster.remote / name))
+        return cls(cluster.ssh_port, cluster.username, str(cluster.ssh_key), str(cluster.remote / name), transport)
 
     def to_json(self) -> str:
         """For a script's command line."""
@@ -61,12 +67,16 @@ def slurm_computer(access: ClusterAccess, label: str = "slurm-ssh"):
         label=label,
         hostname="127.0.0.1",
         description="one-node SLURM cluster of the tests, over SSH",
-        transport_type="core.ssh",
+        transport_type=access.transport,
         scheduler_type="core.slurm",
         workdir=access.workdir,
     ).store()
     computer.set_minimum_job_poll_interval(POLL_INTERVAL)
     computer.set_default_mpiprocs_per_machine(1)
+    if access.transport == "core.ssh_async":
+        # asyncssh reads the port, user, key and host key from $HOME/.ssh (see the module's docstring)
+        computer.configure(host=access.host, safe_interval=0.0, use_login_shell=False)
+        return computer
     computer.configure(
         username=access.username,
         port=access.port,

@@ -1,11 +1,13 @@
 """Labelling jobs on the SLURM test cluster run by a real daemon; prints one JSON line with what happened.
 
-Run with ``AIIDA_PATH`` pointing to an empty folder (``test_daemon_on_slurm.py`` does this):
+Run with ``AIIDA_PATH`` pointing to an empty folder and, for ``core.ssh_async``, ``HOME`` set to
+the cluster's ``client_home`` (``test_daemon_on_slurm.py`` does both):
 
     python tests/slurm/daemon_jobs.py CLUSTER_ROOT ACCESS_JSON
 
 Makes an embedded profile (``verdi presto --use-zeromq``: SQLite, aiida-core's ZeroMQ broker)
-with the cluster as a ``core.ssh`` + ``core.slurm`` computer, starts a daemon with 2 workers and
+with the cluster as a computer (the transport ACCESS_JSON names, with ``core.slurm``), starts a
+daemon with 2 workers and
 runs two scenarios, one after the other:
 
 ``queued``
@@ -62,6 +64,7 @@ def main(root: str, access: str) -> dict:
     verdi("daemon", "start", str(WORKERS), "--timeout", "60", profile=PROFILE)
     try:
         return {
+            "transport": computer.transport_type,
             "queued": queued(cluster, code, frames[:20]),
             "restart": restart(cluster, code, frames[20:]),
         }

@@ -1,7 +1,9 @@
 """A real daemon (2 workers) with its jobs on the SLURM cluster: 20 jobs queued at once, and a stop and restart.
 
 ``daemon_jobs.py`` runs in its own process with its own ``AIIDA_PATH`` and embedded profile
-(SQLite + ZeroMQ), so the daemon never touches the test session's profile. What it reports is
+(SQLite + ZeroMQ), so the daemon never touches the test session's profile. Its computer uses
+``core.ssh_async``, the SSH transport aiida-core recommends (the other slurm tests use
+``core.ssh``), with ``HOME`` set to a folder whose ``.ssh`` reaches the cluster. What it reports is
 compared with SLURM's own record of every job that ended (``jobcomp.txt``): a job submitted
 twice, or one that never ran, shows there whatever AiiDA believes.
 """
@@ -27,16 +29,25 @@ SCRIPT = Path(__file__).with_name("daemon_jobs.py")
 @pytest.fixture(scope="module")
 def outcome(slurm_cluster, tmp_path_factory):
     """The two scenarios of ``daemon_jobs.py`` (about 2 minutes), run once for the tests of this module."""
-    access = ClusterAccess.of(slurm_cluster, "aiida-daemon-work")
+    access = ClusterAccess.of(slurm_cluster, "aiida-daemon-work", transport="core.ssh_async")
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(slurm_cluster.root), access.to_json()],
         capture_output=True,
         text=True,
-        env={**os.environ, "AIIDA_PATH": str(tmp_path_factory.mktemp("aiida-daemon"))},
+        env={
+            **os.environ,
+            "AIIDA_PATH": str(tmp_path_factory.mktemp("aiida-daemon")),
+            "HOME": str(slurm_cluster.client_home),
+        },
         timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), access
+
+
+def test_the_daemon_reached_the_cluster_through_core_ssh_async(outcome):
+    result, access = outcome
+    assert access.transport == "core.ssh_async" and result["transport"] == "core.ssh_async"
 
 
 def _check_against_slurm(calculations: list[dict], cluster, workdir: str) -> None:
