@@ -102,12 +102,12 @@ def list_versions(campaign: str) -> list[dict]:
 
 
 def get_version(campaign: str, version: int) -> LmlpPotentialData:
-    """The potential of ``version`` in ``campaign``; ``-1`` is the latest."""
+    """The potential of ``version`` in ``campaign``; a negative ``version`` counts back (``-1``: the latest)."""
     versions = _versions(campaign)
     if not versions:
         raise KeyError(f"campaign {campaign!r} has no versions (known campaigns: {', '.join(list_campaigns())})")
-    if version == -1:
-        return versions[-1]
+    if -len(versions) <= version < 0:
+        return versions[version]
     for node in versions:
         if node.base.extras.get("lmlp_version") == version:
             return node

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from aiida_lmlp.campaign.localhost import tune_localhost
+from aiida_lmlp.cli.versions import VersionCommand
 
 PACKAGED_SPECS = Path(__file__).resolve().parents[1] / "campaign" / "specs"
 LIFELONG = "aiida.workflows:lmlp.lifelong"
@@ -78,10 +79,20 @@ def _launch(spec_path: Path, name: str | None, run: bool):
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", default=None, help="Campaign name (default: the spec's `campaign`).")
 @click.option("--run", "run", is_flag=True, help="Run in this process instead of submitting to the daemon.")
+@click.option(
+    "--dry-run",
+    "dry",
+    is_flag=True,
+    help="Validate everything and write the first job's files and job script to ./submit_test/; "
+    "store and submit nothing.",
+)
 @profile_option
-def launch(spec, name, run, profile):
+def launch(spec, name, run, dry, profile):
     """Validate SPEC (YAML) and submit the campaign it describes; nothing is submitted if SPEC is invalid."""
     load_profile(profile)
+    if dry:
+        _dry_run(spec, name)
+        return
     node, campaign_name = _launch(spec, name, run)
     if run:
         click.echo(f"campaign {campaign_name} (LifelongWorkChain<{node.pk}>) finished: {node.process_state.value}")
@@ -89,6 +100,24 @@ def launch(spec, name, run, profile):
     else:
         click.echo(f"submitted campaign {campaign_name}: LifelongWorkChain<{node.pk}>")
         click.echo(f"follow it with `lmlp campaign status` and `verdi process report {node.pk}`")
+
+
+def _dry_run(spec_path: Path, name: str | None) -> None:
+    from aiida_lmlp.campaign import SpecError, load_spec
+    from aiida_lmlp.campaign.dry_run import dry_run
+
+    try:
+        spec = load_spec(spec_path)
+        result = dry_run(spec, name or spec.name)
+    except SpecError as error:
+        raise click.ClickException(str(error)) from None
+    labels = "labelled" if result.labelled else "unlabelled: labelled first"
+    click.echo(f"{spec_path}: valid; campaign {name or spec.name}")
+    click.echo(f"  structures          {spec.structures} ({result.structures}, {labels})")
+    if result.explore_structures is not None:
+        click.echo(f"  explore_structures  {spec.explore_structures} ({result.explore_structures})")
+    click.echo(f"  first job           {result.job} on {result.computer}: files and job script in {result.folder}")
+    click.echo("nothing stored, nothing submitted")
 
 
 def _campaign_rows() -> list[dict]:
@@ -190,12 +219,12 @@ def models_list(campaign_name, profile):
     _print_versions(campaign_name)
 
 
-@models.command("show")
+@models.command("show", cls=VersionCommand)
 @click.argument("campaign_name")
 @click.argument("version", type=int)
 @profile_option
 def models_show(campaign_name, version, profile):
-    """Attributes and registry extras of one version (-1: the latest)."""
+    """Attributes and registry extras of one version (VERSION from 0; -1 is the latest, -2 the one before)."""
     load_profile(profile)
     node = _version(campaign_name, version)
     click.echo(
@@ -203,29 +232,31 @@ def models_show(campaign_name, version, profile):
     )
 
 
-@models.command("lineage")
+@models.command("lineage", cls=VersionCommand)
 @click.argument("campaign_name")
 @click.argument("version", type=int)
 @profile_option
 def models_lineage(campaign_name, version, profile):
-    """The parent versions and the DFT calculations that produced a version's training data."""
+    """The parent versions and the DFT calculations that produced a version's training data (-1: the latest)."""
     load_profile(profile)
     from aiida_lmlp.registry import lineage
 
     click.echo(json.dumps(lineage(_version(campaign_name, version)), indent=1))
 
 
-@models.command("diff")
+@models.command("diff", cls=VersionCommand)
 @click.argument("campaign_name")
 @click.argument("old", type=int)
 @click.argument("new", type=int)
 @profile_option
 def models_diff(campaign_name, old, new, profile):
-    """Data added, data the adaptive selection excluded, and the RMSE change between two versions."""
+    """Data added, data the adaptive selection excluded, and the RMSE change between two versions (-1: the latest)."""
     load_profile(profile)
     from aiida_lmlp.registry import diff_versions
 
-    difference = diff_versions(_version(campaign_name, old), _version(campaign_name, new))
+    old_node, new_node = _version(campaign_name, old), _version(campaign_name, new)
+    old, new = old_node.base.extras.get("lmlp_version"), new_node.base.extras.get("lmlp_version")
+    difference = diff_versions(old_node, new_node)
     click.echo(
         f"v{old} -> v{new}: {difference['conformations_old']} -> {difference['conformations_new']} conformations, "
         f"{len(difference['added'])} added, {len(difference['removed'])} removed, "
@@ -237,13 +268,13 @@ def models_diff(campaign_name, old, new, profile):
     click.echo(json.dumps({k: difference[k] for k in ("added", "removed", "excluded_by_all_members")}, indent=1))
 
 
-@models.command("export")
+@models.command("export", cls=VersionCommand)
 @click.argument("campaign_name")
 @click.argument("version", type=int)
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @profile_option
 def models_export(campaign_name, version, folder, profile):
-    """Write a version's model file and its training data (extxyz) into FOLDER."""
+    """Write a version's model file and its training data (extxyz) into FOLDER (VERSION -1: the latest)."""
     load_profile(profile)
     from aiida_lmlp.registry import export_version
 
