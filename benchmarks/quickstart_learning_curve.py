@@ -2,7 +2,7 @@
 
     python benchmarks/quickstart_learning_curve.py [--stops lower upper never] [--seeds 0 1 2]
 
-Test data: the Cl⁻ + CH3Cl conformations of ``../shared/data/sn2`` (pool_a and pool_b, 82 geometries
+Test data: the Cl⁻ + CH3Cl conformations of ``workflows/data/sn2`` (pool_a and pool_b, 82 geometries
 along the reaction, displaced by up to 0.15 Å) relabelled here with PySCF at the quickstart's level
 (HF/STO-3G), minus the 10 the quickstart starts from: 72 conformations no version trained on.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from timing import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SN2 = ROOT.parent / "shared" / "data" / "sn2"  # the SN2 reference data beside the checkout
+SN2 = ROOT / "workflows" / "data" / "sn2"  # the SN2 reference data shipped in the repository
 RESULTS = ROOT / "benchmarks" / "results"
 
 

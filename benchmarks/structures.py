@@ -8,7 +8,7 @@ import numpy as np
 from ase import Atoms
 from ase.io import read
 
-SN2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sn2"
+SN2 = Path(__file__).resolve().parents[1] / "workflows" / "data" / "sn2"
 SN2_ELEMENTS = ["H", "C", "N", "O", "F", "S", "Cl", "Br"]
 
 

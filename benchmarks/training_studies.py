@@ -3,7 +3,7 @@
     python benchmarks/training_studies.py --quick                          # smoke run, about a minute
     python benchmarks/training_studies.py --study all --epochs 120 --seeds 2
 
-Data: ``../shared/data/sn2`` (pool_a + pool_b, 899 conformations, PBE/def2-SVP), energies
+Data: ``workflows/data/sn2`` (pool_a + pool_b, 899 conformations, PBE/def2-SVP), energies
 referenced to the free atoms of ``free_atoms.json``, conformations with a force component
 above 15 eV/Å skipped (as the paper and ``Trainer`` do). Protocol after Eckhoff & Reiher
 (2023), section 3: every member its own random 90/10 train/test split, 10 % of the training

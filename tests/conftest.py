@@ -1,4 +1,4 @@
-"""Shared fixtures: the SN2 reference data of ../shared/data/sn2 and small models."""
+"""Shared fixtures: the SN2 reference data shipped in workflows/data/sn2 and small models."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ os.environ.setdefault("AIIDA_PATH", tempfile.mkdtemp(prefix="aiida-lmlp-tests-")
 # aiida_localhost (core.local + core.direct), aiida_code_installed, daemon clients
 pytest_plugins = ["aiida.tools.pytest_fixtures"]
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SN2 = SHARED / "data" / "sn2"
+ROOT = Path(__file__).resolve().parents[1]
+SN2 = ROOT / "workflows" / "data" / "sn2"  # in the repository: a clone needs no file outside it
 SN2_ELEMENTS = ["H", "C", "N", "O", "F", "S", "Cl", "Br"]
 
 

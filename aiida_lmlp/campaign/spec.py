@@ -30,18 +30,32 @@ SECTIONS = {
     "stop": {"max_iterations", "dft_budget", "convergence_fraction", "convergence_patience"},
 }
 STOP_DEFAULTS = {"max_iterations": 5, "dft_budget": 1000, "convergence_fraction": 0.05, "convergence_patience": 2}
-OPTION_KEYS = {
-    "resources",
-    "max_wallclock_seconds",
-    "queue_name",
-    "account",
-    "qos",
-    "custom_scheduler_commands",
-    "prepend_text",
-    "append_text",
-    "max_memory_kb",
-    "withmpi",
-}
+#: ``metadata.options`` of the ``lmlp`` calculations that the plugin sets itself (not a spec's to change)
+PLUGIN_OPTIONS = {"parser_name"}
+
+
+def option_keys() -> set[str]:
+    """Every ``metadata.options`` key aiida-core accepts for an ``lmlp`` calculation, but the plugin's own.
+
+    Read from the calculation's process spec, so that a key a newer aiida-core adds passes
+    through a spec as well (``environment_variables``, ``prepend_text``, ``qos``, ``account``,
+    ``custom_scheduler_commands``, ``stash``, ...).
+    """
+    from aiida_lmlp.calculations.base import LmlpCalcJob
+
+    return set(LmlpCalcJob.spec_options) - PLUGIN_OPTIONS
+
+
+def _check_options(options: dict, where: str) -> None:
+    """Unknown keys and values of the wrong type, named by their key, as aiida-core's own validation finds them."""
+    from aiida_lmlp.calculations.base import LmlpCalcJob
+
+    _check_keys(options, option_keys(), where)
+    port = LmlpCalcJob.spec().inputs["metadata"]["options"]
+    error = port.validate({"resources": port["resources"].default, **options})
+    if error is not None:
+        key = (error.port or "").removeprefix("options.") or "?"
+        raise SpecError(f"{where}.{key}: {error.message}")
 
 
 class SpecError(ValueError):
@@ -79,18 +93,21 @@ class CampaignSpec:
                 raise SpecError(f"{self.path}: codes.{step}: code {label!r} cannot be loaded: {error}") from None
         return codes
 
-    def build_inputs(self, campaign: str | None = None) -> dict:
-        """The inputs of an ``lmlp.lifelong`` run (stores the initial datasets)."""
+    def build_inputs(self, campaign: str | None = None, store: bool = True) -> dict:
+        """The inputs of an ``lmlp.lifelong`` run; stores the initial datasets unless ``store`` is false (a dry run)."""
         from aiida import orm
 
         from aiida_lmlp.data import DatasetError, LmlpDatasetData
 
         codes = self.load_codes()
+
+        def dataset(path: Path) -> LmlpDatasetData:
+            node = LmlpDatasetData.from_extxyz(path)
+            return node.store() if store else node
+
         try:
-            structures = LmlpDatasetData.from_extxyz(self.structures).store()
-            explore_structures = (
-                LmlpDatasetData.from_extxyz(self.explore_structures).store() if self.explore_structures else None
-            )
+            structures = dataset(self.structures)
+            explore_structures = dataset(self.explore_structures) if self.explore_structures else None
         except DatasetError as error:
             raise SpecError(f"{self.path}: {error}") from None
 
@@ -254,7 +271,7 @@ def load_spec(path: str | os.PathLike) -> CampaignSpec:
         raise SpecError(f"{where}: explore.device must be one of {', '.join(DEVICES)}, got {explore['device']!r}")
     for section in ("label", "train", "explore"):
         options = _mapping(sections[section].get("options"), f"{where}: {section}.options")
-        _check_keys(options, OPTION_KEYS, f"{where}: {section}.options")
+        _check_options(options, f"{where}: {section}.options")
     if "max_attempts" in label:
         _integer(label["max_attempts"], f"{where}: label.max_attempts", 1)
     if train.get("members_per_job") is not None:

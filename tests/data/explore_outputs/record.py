@@ -28,7 +28,7 @@ from ase.io import read
 from aiida_lmlp.formats.conformation_arrays import write_frames
 
 HERE = Path(__file__).resolve().parent
-SN2 = HERE.parents[2].parent / "shared" / "data" / "sn2"
+SN2 = HERE.parents[2] / "workflows" / "data" / "sn2"
 LMLP = Path(sys.executable).with_name("lmlp")
 
 

@@ -12,7 +12,7 @@ Every case runs the real command in a scratch folder, exactly as the CalcJob doe
 and keeps what the run left: ``status.jsonl``, ``labelled.extxyz`` and ``labelled.npz`` (where
 written: the archive only by a batch that finished), and the captured
 output as ``lmlp.out`` / ``lmlp.err``. ``cases.json`` records per case the
-input frames (of ``shared/data/sn2/pool_a.extxyz``), the parameters and the exit status. All at
+input frames (of ``workflows/data/sn2/pool_a.extxyz``), the parameters and the exit status. All at
 HF/sto-3g on 6–7-atom SN2 conformations, so the files stay small.
 
 ===================== =========================================================================== ======
@@ -43,7 +43,7 @@ from ase.io import read
 from aiida_lmlp.formats.conformation_arrays import write_frames
 
 HERE = Path(__file__).resolve().parent
-POOL = HERE.parents[3] / "shared" / "data" / "sn2" / "pool_a.extxyz"
+POOL = HERE.parents[2] / "workflows" / "data" / "sn2" / "pool_a.extxyz"
 FAST = {"xc": "HF", "basis": "sto-3g", "threads": 1}
 COMMAND = [
     "label-pyscf",

@@ -22,7 +22,7 @@ import yaml
 from ase.io import read, write
 
 HERE = Path(__file__).resolve().parent
-SN2 = HERE.parents[2].parent / "shared" / "data" / "sn2"
+SN2 = HERE.parents[2] / "workflows" / "data" / "sn2"
 LMLP = Path(sys.executable).with_name("lmlp")
 SMALL = {"members": 2, "hidden": [4], "dtype": "float32", "seed": 0, "fit_per_epoch": 1.0, "test_fraction": 0.25}
 
