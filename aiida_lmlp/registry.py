@@ -1,10 +1,13 @@
 """The model-version registry: every version of a campaign, its lineage, differences and exports.
 
-Each version is an ``lmlp.potential`` node in the group ``lmlp/campaign/<name>`` with extras
-``lmlp_campaign``, ``lmlp_version``, ``lmlp_parent`` (UUID of the previous version),
-``lmlp_iteration`` and ``lmlp_dataset_size``. Lineage comes from the provenance graph: the
-DFT calculations whose labels reached a version's training data. Torch-free (the data behind
-a version is read from the model file's header and its safetensors payload with NumPy).
+Each version is an ``lmlp.potential`` node with extras ``lmlp_campaign``, ``lmlp_version``,
+``lmlp_parent`` (UUID of the previous version), ``lmlp_iteration`` and ``lmlp_dataset_size``,
+and is put into the group ``lmlp/campaign/<name>``. A campaign's versions are found by their
+extras as well as by the group, so that a campaign imported from an archive that holds its nodes
+but not the group (``verdi archive create -N <work chain>``) is found as it was. Lineage comes
+from the provenance graph: the DFT calculations whose labels reached a version's training data.
+Torch-free (the data behind a version is read from the model file's header and its safetensors
+payload with NumPy).
 """
 
 from __future__ import annotations
@@ -42,9 +45,14 @@ def campaign_group(name: str) -> orm.Group:
 
 
 def list_campaigns() -> list[str]:
-    """Names of all campaigns in the profile."""
+    """Names of all campaigns in the profile: those of the campaign groups and of the versions' extras."""
     query = orm.QueryBuilder().append(orm.Group, filters={"label": {"like": f"{GROUP_PREFIX}%"}}, project="label")
-    return sorted(label.removeprefix(GROUP_PREFIX) for label in query.all(flat=True))
+    names = {label.removeprefix(GROUP_PREFIX) for label in query.all(flat=True)}
+    query = orm.QueryBuilder().append(
+        LmlpPotentialData, filters={"extras": {"has_key": "lmlp_campaign"}}, project="extras.lmlp_campaign"
+    )
+    names.update(name for name in query.all(flat=True) if isinstance(name, str))
+    return sorted(names)
 
 
 def register_version(
@@ -70,10 +78,18 @@ def register_version(
 
 
 def _versions(campaign: str) -> list[LmlpPotentialData]:
+    """The campaign's versions, oldest first: the potentials of its group and those whose extras name it."""
     query = orm.QueryBuilder()
     query.append(orm.Group, filters={"label": f"{GROUP_PREFIX}{campaign}"}, tag="group")
     query.append(LmlpPotentialData, with_group="group", project="*")
-    return sorted(query.all(flat=True), key=lambda node: node.base.extras.get("lmlp_version", -1))
+    nodes = {node.pk: node for node in query.all(flat=True)}
+    query = orm.QueryBuilder().append(
+        LmlpPotentialData,
+        filters={"extras.lmlp_campaign": campaign, "extras": {"has_key": "lmlp_version"}},
+        project="*",
+    )
+    nodes.update((node.pk, node) for node in query.all(flat=True))
+    return sorted(nodes.values(), key=lambda node: (node.base.extras.get("lmlp_version", -1), node.pk))
 
 
 def list_versions(campaign: str) -> list[dict]:
