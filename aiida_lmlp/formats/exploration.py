@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from aiida_lmlp.formats.atomic_files import write_atomically
 from aiida_lmlp.formats.conformation_arrays import FINGERPRINT_KEY
 
 __all__ = [
@@ -235,16 +235,7 @@ class ExplorationResult:
         """Write :meth:`summary` as JSON to ``path`` atomically (temporary file and rename)."""
         path = Path(path)
         text = json.dumps(self.summary(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomically(path, text)
 
 
 def trajectory_counts(summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from aiida_lmlp.formats.atomic_files import write_atomically
 from aiida_lmlp.formats.errors import ModelFileError
 from aiida_lmlp.formats.model_header import parse_header
 
@@ -63,18 +63,7 @@ def write_model_file(path: str | os.PathLike, config: dict, tensors: dict[str, t
         "content_sha256": sha,
     }
     payload = save_safetensors(tensors, metadata=metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, payload, fsync=True)
     return sha
 
 
