@@ -6,10 +6,30 @@ from aiida import engine
 from aiida.common import CalcInfo, CodeInfo
 
 from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
+from aiida_lmlp.formats.threads import THREAD_VARIABLES
 from aiida_lmlp.overrides.checkpoints import InputsEncodedOnce
 from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
 
-__all__ = ["LmlpCalcJob", "dataset_copy"]
+__all__ = ["LmlpCalcJob", "allocated_cores", "dataset_copy"]
+
+
+def allocated_cores(resources: dict, computer) -> int:
+    """The cores a job's one ``lmlp`` process owns: processes per machine × cores per process (or cores per machine).
+
+    As the ``computer``'s scheduler reads ``resources`` (its default processes per machine
+    filled in); cores per process default to 1, what SLURM allocates to a task without
+    ``--cpus-per-task``. ``lmlp`` is one process on one machine, which owns what the
+    allocation gives that machine.
+    """
+    resources = dict(resources or {})
+    scheduler = computer.get_scheduler()
+    scheduler.preprocess_resources(resources, computer.get_default_mpiprocs_per_machine())
+    job = scheduler.create_job_resource(**resources)
+    if getattr(job, "num_cores_per_machine", None):
+        return job.num_cores_per_machine
+    machines = getattr(job, "num_machines", None) or 1
+    per_machine = max(job.get_tot_num_mpiprocs() // machines, 1)
+    return per_machine * (getattr(job, "num_cores_per_mpiproc", None) or 1)
 
 
 def dataset_copy(dataset: LmlpDatasetData, name: str) -> tuple[str, str, str]:
@@ -28,6 +48,7 @@ class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, engine.CalcJob)
 
     STDOUT = "lmlp.out"
     STDERR = "lmlp.err"
+    THREADS = "lmlp.threads.json"  # the thread counts the job's libraries ran with (``lmlp --record-threads``)
 
     @classmethod
     def define(cls, spec):
@@ -48,6 +69,22 @@ class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, engine.CalcJob)
             message="lmlp stopped without finishing its output (crash or kill): {message}",
         )
 
+    def _setup_metadata(self, metadata: dict) -> None:
+        """Store the options, and pin the job's threads to its cores (aiida-core's method, extended).
+
+        The job script exports :data:`THREAD_VARIABLES` = :func:`allocated_cores`, so that PyTorch,
+        PySCF and the BLAS libraries never run more threads than the job owns on a shared node;
+        a variable given in ``environment_variables`` is kept as given. The node's
+        ``environment_variables`` option records what the job got.
+        """
+        super()._setup_metadata(metadata)
+        computer = self.node.computer or self.inputs.code.computer
+        if computer is None:
+            return
+        cores = str(allocated_cores(self.node.get_option("resources"), computer))
+        given = self.node.get_option("environment_variables") or {}
+        self.node.set_option("environment_variables", {**dict.fromkeys(THREAD_VARIABLES, cores), **given})
+
     def calcinfo(
         self,
         arguments: list[str],
@@ -64,13 +101,13 @@ class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, engine.CalcJob)
         """
         codeinfo = CodeInfo()
         codeinfo.code_uuid = self.inputs.code.uuid
-        codeinfo.cmdline_params = [str(a) for a in arguments]
+        codeinfo.cmdline_params = ["--record-threads", self.THREADS, *(str(a) for a in arguments)]
         codeinfo.stdout_name = self.STDOUT
         codeinfo.stderr_name = self.STDERR
         calcinfo = CalcInfo()
         calcinfo.codes_info = [codeinfo]
         calcinfo.local_copy_list = list(local_copies or [])
         calcinfo.remote_copy_list = []
-        calcinfo.retrieve_list = [*retrieve, self.STDOUT, self.STDERR]
+        calcinfo.retrieve_list = [*retrieve, self.STDOUT, self.STDERR, self.THREADS]
         calcinfo.retrieve_temporary_list = list(retrieve_temporary or [])
         return calcinfo

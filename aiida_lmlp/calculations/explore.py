@@ -110,7 +110,10 @@ class LmlpExploreCalculation(LmlpCalcJob):
             yaml.safe_dump(protocol, handle, sort_keys=True)
         potential = self.inputs.potential
         arguments = ["explore", "--model", self.MODEL, "--structures", self.START, "--protocol", self.PROTOCOL]
-        arguments += ["--out", self.VISITED, "--archive", self.VISITED_ARCHIVE, "--summary", self.SUMMARY]
+        # a completed run leaves its frames in the archive only, a run cut short in the extxyz only: the
+        # daemon fetches each frame once (the parser reads the archive, else the extxyz)
+        arguments += ["--out", self.VISITED, "--archive", self.VISITED_ARCHIVE, "--no-keep-out"]
+        arguments += ["--summary", self.SUMMARY]
         if "device" in self.inputs:
             arguments += ["--device", self.inputs.device.value]
         copies = [(potential.uuid, potential.filename, self.MODEL), dataset_copy(self.inputs.structures, self.START)]

@@ -70,6 +70,13 @@ def _read_structures(path: Path):
     help="Also write the visited conformations as one conformation archive (.npz) when the run completes.",
 )
 @click.option(
+    "--keep-out/--no-keep-out",
+    default=True,
+    show_default=True,
+    help="With --archive: keep the extxyz once the archive is written; --no-keep-out removes it, so that the "
+    "frames of a completed run are in one file (what a job hands back), those of a run cut short in the extxyz.",
+)
+@click.option(
     "--summary",
     "summary",
     default="summary.json",
@@ -85,7 +92,7 @@ def _read_structures(path: Path):
     help="Where the ensemble runs: auto takes a CUDA device when there is one (the trajectories' "
     "structures are evaluated together, in batches, so a GPU pays off).",
 )
-def explore(model_path, structures_path, protocol_path, out, archive, summary, device):
+def explore(model_path, structures_path, protocol_path, out, archive, keep_out, summary, device):
     """Explore from the start structures with an lMLP ensemble; trajectories stop once the model is unsure.
 
     Writes every recorded conformation with lmlp_energy, lmlp_forces and their uncertainties
@@ -132,7 +139,11 @@ def explore(model_path, structures_path, protocol_path, out, archive, summary, d
     frames = sum(t.frames for t in result.trajectories)
     stopped = sum(t.stopped_early for t in result.trajectories)
     failed = sum(t.error is not None for t in result.trajectories)
+    written = out
+    if archive is not None and not keep_out:
+        out.unlink(missing_ok=True)
+        written = archive
     click.echo(
-        f"wrote {out} ({frames} frames) and {summary}: {len(result.trajectories)} trajectories, "
+        f"wrote {written} ({frames} frames) and {summary}: {len(result.trajectories)} trajectories, "
         f"{stopped} stopped for uncertainty, {failed} with errors"
     )

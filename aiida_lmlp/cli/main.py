@@ -9,10 +9,12 @@ from pathlib import Path
 import click
 
 from aiida_lmlp import __version__
+from aiida_lmlp.cli.threads import record_threads_option
 
 
 @click.group()
 @click.version_option(__version__, prog_name="lmlp")
+@record_threads_option
 def main():
     """Lifelong machine-learning potentials (eeACSF HDNNP ensembles)."""
 
