@@ -61,12 +61,16 @@ class LmlpTrainParser(LmlpParser):
     def parse_files(self):
         """Read the model file, metrics and stderr of ``lmlp train``."""
         message = self.error_message(Calc.STDERR)
+        if message and self._linked_input_missing(message):
+            return self.exit_codes.ERROR_LINKED_INPUT_MISSING.format(message=message)
         if message and "no usable training conformations" in message:
             return self.exit_codes.ERROR_NO_USABLE_DATA.format(message=self._report_line() or message)
         if message:
             return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
         potential, failure = self.read_potential(Calc.MODEL)
         if failure is not None:
+            if failure.status == Calc.exit_codes.ERROR_MISSING_MODEL.status and self._killed_at_wall_time():
+                return self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME
             return failure
         self.out("potential", potential)
 
@@ -103,8 +107,32 @@ class LmlpTrainParser(LmlpParser):
         self.out("output_parameters", orm.Dict(summary))
         expected = _expected_epoch(self.node)
         if expected is not None and epoch < expected:
+            if self._killed_at_wall_time():
+                return self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME
             return self.exit_codes.ERROR_TRAINING_INCOMPLETE.format(epoch=epoch, expected=expected)
         return None
+
+    def _killed_at_wall_time(self) -> bool:
+        """True when the scheduler plugin found that the job was killed at its wall time.
+
+        aiida-core parses the scheduler's output first (``core.slurm``: ``sacct``'s ``TIMEOUT``, or
+        SLURM's "CANCELLED AT ... DUE TO TIME LIMIT" in the job's stderr) and sets its exit status on
+        the node; the parser's exit code replaces it. An incomplete model says only that training
+        stopped early; the scheduler's finding says why, so it is kept (the checkpoint stays the
+        ``potential`` output, and the job is resumed from it as for any early stop).
+        """
+        return self.node.exit_status == Calc.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+
+    def _linked_input_missing(self, message: str) -> bool:
+        """True when ``lmlp train`` refused an input file that the job linked from an earlier job's folder."""
+        from aiida_lmlp.calculations.base import INPUT_FILES
+
+        try:
+            record = json.loads(self.node.base.repository.get_object_content(INPUT_FILES))
+        except FileNotFoundError:
+            return False
+        linked = [name for name, entry in record.items() if entry.get("path")]
+        return "does not exist" in message and any(f"'{name}'" in message for name in linked)
 
     def _report_line(self) -> str | None:
         for line in self.read_text(Calc.STDERR).splitlines():

@@ -64,6 +64,20 @@ def test_train_failure_modes(localhost, sn2_dataset, case, parameters, exit_code
     assert ("potential" in results) == (exit_code == "ERROR_TRAINING_INCOMPLETE")
 
 
+@pytest.mark.parametrize(("case", "checkpoint"), [("complete", True), ("crashed", False)])
+def test_train_killed_at_its_wall_time_keeps_the_schedulers_exit(localhost, sn2_dataset, case, checkpoint):
+    # as aiida-core leaves the node when the scheduler plugin found a wall-time kill (core.slurm: TIMEOUT)
+    node = _train_node(localhost, sn2_dataset, case, epochs=5)
+    walltime = LmlpTrainCalculation.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+    node.set_exit_status(walltime)
+    results, status, _ = parse("lmlp.train", node)
+    assert status == walltime
+    # the checkpoint (epoch 2 of 5) is still handed over, to continue from
+    assert ("potential" in results) is checkpoint
+    if checkpoint:
+        assert results["potential"].base.attributes.get("epochs") == 2
+
+
 def _pyscf_node(localhost, case: str):
     from ase.io import read
 
