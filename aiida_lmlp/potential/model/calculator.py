@@ -12,7 +12,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from aiida_lmlp.potential.descriptors.neighbors import DEFAULT_MIN_DISTANCE
 from aiida_lmlp.potential.model.ensemble import Ensemble, EnsemblePrediction
 
-__all__ = ["LmlpCalculator"]
+__all__ = ["LmlpCalculator", "as_atoms"]
 
 
 class LmlpCalculator(Calculator):
@@ -24,10 +24,21 @@ class LmlpCalculator(Calculator):
     eV/Å), ``energy_members`` (M,) and ``forces_members`` (M, N, 3).
 
     ``forces_uncertainty=False`` skips the per-member forces (one gradient pass instead of
-    one per member) when only ΔE is needed.
+    one per member) when only ΔE is needed; ``forces_uncertainty`` is then not offered.
+
+    Structures may be ASE ``Atoms`` or pymatgen ``Molecule`` / ``Structure`` objects (converted
+    with pymatgen's ``AseAtomsAdaptor``).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = [
+        "energy",
+        "free_energy",
+        "energies",
+        "forces",
+        "stress",
+        "energy_uncertainty",
+        "forces_uncertainty",
+    ]
 
     def __init__(
         self,
@@ -43,6 +54,12 @@ class LmlpCalculator(Calculator):
         self.forces_uncertainty = forces_uncertainty
         self.min_distance = min_distance
         self.allow_self_images = allow_self_images
+        if not forces_uncertainty:
+            self.implemented_properties = [p for p in type(self).implemented_properties if p != "forces_uncertainty"]
+
+    def get_property(self, name: str, atoms=None, allow_calculation: bool = True):
+        """ASE's ``get_property``; ``atoms`` may also be a pymatgen ``Molecule`` or ``Structure``."""
+        return super().get_property(name, as_atoms(atoms), allow_calculation)
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """What changed since the last calculation: ASE's ``compare_atoms``, in fewer NumPy calls.
@@ -66,7 +83,7 @@ class LmlpCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Evaluate the ensemble once and fill :attr:`results` for all properties."""
-        super().calculate(atoms, properties, system_changes)
+        super().calculate(as_atoms(atoms), properties, system_changes)
         prediction = self.model.evaluate(self.atoms, **self.evaluate_options(self.atoms))
         self.set_results(prediction, 0, properties)
 
@@ -105,15 +122,28 @@ class LmlpCalculator(Calculator):
 
     def get_energy_uncertainty(self, atoms=None) -> float:
         """ΔE of Eq. 23 in eV."""
-        self.get_property("energy", atoms)
-        return self.results["energy_uncertainty"]
+        return self.get_property("energy_uncertainty", atoms)
 
     def get_forces_uncertainty(self, atoms=None) -> np.ndarray:
         """ΔF per force component in eV/Å, shape ``(N, 3)``."""
-        self.get_property("forces", atoms)
-        if "forces_uncertainty" not in self.results:
+        if "forces_uncertainty" not in self.implemented_properties:
             raise RuntimeError("force uncertainties were switched off (forces_uncertainty=False)")
-        return self.results["forces_uncertainty"]
+        return self.get_property("forces_uncertainty", atoms)
+
+
+def as_atoms(structure) -> Atoms | None:
+    """``structure`` as ASE ``Atoms``: Atoms (and None) as they are, pymatgen objects through ``AseAtomsAdaptor``."""
+    if structure is None or isinstance(structure, Atoms):
+        return structure
+    try:
+        from pymatgen.core import SiteCollection
+    except ImportError:  # pragma: no cover - pymatgen is a dependency
+        SiteCollection = ()
+    if SiteCollection and isinstance(structure, SiteCollection):
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        return AseAtomsAdaptor.get_atoms(structure, msonable=False)
+    raise TypeError(f"expected ase.Atoms or a pymatgen Molecule or Structure, not {type(structure).__name__}")
 
 
 def _close(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
