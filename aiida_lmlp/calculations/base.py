@@ -56,6 +56,8 @@ class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, engine.CalcJob)
         super().define(spec)
         spec.inputs["metadata"]["options"]["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
         spec.inputs["metadata"]["options"]["withmpi"].default = False
+        # what `verdi calcjob outputcat <pk>` shows without a file name
+        spec.inputs["metadata"]["options"]["output_filename"].default = cls.STDOUT
         spec.exit_code(
             302,
             "ERROR_INVALID_INPUT",
