@@ -68,7 +68,9 @@ def test_every_tutorial_command_runs_as_written(tmp_path):
             else:
                 outputs[name] = _run(["python", "-c", code], work, env, timeout=600)
     finally:
-        subprocess.run([str(BIN / "verdi"), "daemon", "stop", "--timeout", "60"], env=env, capture_output=True, timeout=120)
+        subprocess.run(
+            [str(BIN / "verdi"), "daemon", "stop", "--timeout", "60"], env=env, capture_output=True, timeout=120
+        )
     assert "version 0" in outputs["tutorial-quickstart"]
     assert "quickstart" in outputs["tutorial-status"]
     assert "PySCF calculations behind its data" in outputs["tutorial-provenance"]
