@@ -74,7 +74,7 @@ def test_a_job_killed_at_its_wall_time_continues_from_its_checkpoint(lmlp_code, 
     marker = tmp_path / "killed-once"
     killer = (
         f"if [ ! -e {marker} ]; then touch {marker}; "
-        "( while [ ! -e model.lmlp ]; do sleep 0.05; done; pkill -TERM -P $$ -f 'lmlp train' ) & fi"
+        "( while [ ! -e model.lmlp ]; do sleep 0.05; done; pkill -TERM -P $$ -f 'lmlp.* train' ) & fi"
     )
     options = {"max_wallclock_seconds": 600, "prepend_text": killer}
     results, node = _run(lmlp_code("lmlp.train"), dataset, options=options)
