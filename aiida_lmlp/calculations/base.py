@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from aiida import engine
+import json
+from pathlib import PurePosixPath
+
+from aiida import engine, orm
 from aiida.common import CalcInfo, CodeInfo
+from aiida.common.folders import Folder
 
 from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
 from aiida_lmlp.formats.threads import THREAD_VARIABLES
 from aiida_lmlp.overrides.checkpoints import InputsEncodedOnce
 from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
 
-__all__ = ["LmlpCalcJob", "allocated_cores", "dataset_copy"]
+__all__ = ["LmlpCalcJob", "allocated_cores", "dataset_copy", "files_in_folder"]
+
+#: each job's record of its input files: name → {"uuid": the node, "path": where a linked file is, else
+#: null (uploaded into the job's folder), "folder": uuid of the RemoteData holding a linked file}
+INPUT_FILES = "lmlp.inputs.json"
 
 
 def allocated_cores(resources: dict, computer) -> int:
@@ -41,6 +49,46 @@ def dataset_copy(dataset: LmlpDatasetData, name: str) -> tuple[str, str, str]:
     extended XYZ at each submission cost the daemon time in proportion.
     """
     return (dataset.uuid, ARCHIVE, name)
+
+
+def files_in_folder(remote: orm.RemoteData, outputs: dict[str, str] | None = None) -> dict[str, dict]:
+    """The files of nodes that the ``lmlp`` job which made ``remote`` holds on its computer, by node uuid.
+
+    Its input files (from its :data:`INPUT_FILES` record: a file it linked is found where it
+    really is, so that links never chain) and the files ``outputs`` names (output link label →
+    file name in ``remote``, e.g. ``{"potential": "model.lmlp"}``). Each entry is
+    ``{"path": absolute path, "folder": uuid of the RemoteData holding it}``; files in a folder
+    that has been cleaned (``verdi calcjob cleanworkdir``) are left out. Empty when ``remote``
+    is cleaned itself or its job kept no record.
+    """
+    job = remote.creator
+    if job is None or remote.is_cleaned:
+        return {}
+    base = PurePosixPath(remote.get_remote_path())
+    try:
+        record = json.loads(job.base.repository.get_object_content(INPUT_FILES))
+    except FileNotFoundError:
+        record = {}
+    files = {}
+    for name, entry in record.items():
+        if entry.get("path"):
+            files[entry["uuid"]] = {"path": entry["path"], "folder": entry["folder"]}
+        else:
+            files[entry["uuid"]] = {"path": str(base / name), "folder": remote.uuid}
+    for label, name in (outputs or {}).items():
+        node = job.base.links.get_outgoing(link_label_filter=label).first()
+        if node is not None:
+            files[node.node.uuid] = {"path": str(base / name), "folder": remote.uuid}
+    others = {entry["folder"] for entry in files.values()} - {remote.uuid}
+    if others:
+        query = orm.QueryBuilder().append(
+            orm.RemoteData,
+            filters={"uuid": {"in": sorted(others)}, f"extras.{orm.RemoteData.KEY_EXTRA_CLEANED}": True},
+            project="uuid",
+        )
+        cleaned = set(query.all(flat=True))
+        files = {uuid: entry for uuid, entry in files.items() if entry["folder"] not in cleaned}
+    return files
 
 
 class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, engine.CalcJob):
@@ -87,14 +135,40 @@ class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, engine.CalcJob)
         given = self.node.get_option("environment_variables") or {}
         self.node.set_option("environment_variables", {**dict.fromkeys(THREAD_VARIABLES, cores), **given})
 
+    def stage_inputs(
+        self, folder: Folder, files: list[tuple[orm.Node, str, str]], linkable: dict[str, dict] | None = None
+    ) -> tuple[list, list]:
+        """Upload ``files`` (node, file in its repository, name in the job), or link what ``linkable`` holds.
+
+        ``linkable`` (node uuid → ``{"path", "folder"}``, see :func:`files_in_folder`): files already
+        on this job's computer. They are linked into the job's folder (``remote_symlink_list``)
+        instead of uploaded again; the nodes stay inputs of the job all the same. Writes the
+        :data:`INPUT_FILES` record. Returns ``(local_copy_list, remote_symlink_list)``.
+        """
+        copies, links, record = [], [], {}
+        for node, filename, target in files:
+            source = (linkable or {}).get(node.uuid)
+            if source is not None:
+                links.append((self.node.computer.uuid, source["path"], target))
+                record[target] = {"uuid": node.uuid, "path": source["path"], "folder": source["folder"]}
+            else:
+                copies.append((node.uuid, filename, target))
+                record[target] = {"uuid": node.uuid, "path": None, "folder": None}
+        with folder.open(INPUT_FILES, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=1, sort_keys=True)
+        return copies, links
+
     def calcinfo(
         self,
         arguments: list[str],
         retrieve: list[str],
         local_copies: list | None = None,
         retrieve_temporary: list[str] | None = None,
+        remote_links: list | None = None,
     ) -> CalcInfo:
         """One ``lmlp`` command with ``arguments``; stdout/stderr captured and retrieved with ``retrieve``.
+
+        ``local_copies`` and ``remote_links``: what :meth:`stage_inputs` returned.
 
         ``retrieve_temporary``: files the parser turns into output nodes (model files, labelled or
         visited conformations). They reach the parser in a temporary folder and are not stored a
@@ -110,6 +184,7 @@ class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, engine.CalcJob)
         calcinfo.codes_info = [codeinfo]
         calcinfo.local_copy_list = list(local_copies or [])
         calcinfo.remote_copy_list = []
+        calcinfo.remote_symlink_list = list(remote_links or [])
         calcinfo.retrieve_list = [*retrieve, self.STDOUT, self.STDERR, self.THREADS]
         calcinfo.retrieve_temporary_list = list(retrieve_temporary or [])
         return calcinfo

@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiida.common import CalcInfo
 from aiida.common.folders import Folder
 
-from aiida_lmlp.data.dataset import LmlpDatasetData
+from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
 
-from .base import LmlpCalcJob, dataset_copy
+from .base import LmlpCalcJob
 
 __all__ = ["LmlpGatherCalculation"]
 
@@ -50,16 +50,18 @@ class LmlpGatherCalculation(LmlpCalcJob):
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
-        """The blocks and the data copied in from the repository."""
-        arguments, copies = ["gather"], []
+        """The blocks and the data copied in from the repository (recorded, for a job that continues the
+        gathered version to link them from here)."""
+        arguments, files = ["gather"], []
         for index, key in enumerate(sorted(self.inputs.blocks)):
             node = self.inputs.blocks[key]
             name = f"block_{index}.lmlp"
-            copies.append((node.uuid, node.filename, name))
+            files.append((node, node.filename, name))
             arguments.append(name)
         for index, key in enumerate(sorted(self.inputs.get("datasets", {}))):
             name = f"data_{index}.npz"
-            copies.append(dataset_copy(self.inputs.datasets[key], name))
+            files.append((self.inputs.datasets[key], ARCHIVE, name))
             arguments += ["--data", name]
         arguments += ["--out", self.MODEL]
+        copies, _ = self.stage_inputs(folder, files)
         return self.calcinfo(arguments, [], copies, retrieve_temporary=[self.MODEL])

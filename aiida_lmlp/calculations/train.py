@@ -7,10 +7,10 @@ from aiida import orm
 from aiida.common import CalcInfo
 from aiida.common.folders import Folder
 
-from aiida_lmlp.data.dataset import LmlpDatasetData
+from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
 
-from .base import LmlpCalcJob, dataset_copy
+from .base import LmlpCalcJob, files_in_folder
 
 __all__ = ["LmlpTrainCalculation"]
 
@@ -48,7 +48,7 @@ def _validate_inputs(inputs: dict, _) -> str | None:
         if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= members):
             return f"member_block {block.get_list()} is not [start, stop] within the parent's {members} members"
     if parent is None:
-        return None
+        return "parent_folder needs a parent_potential (it is that job's folder)" if "parent_folder" in inputs else None
     missing = {e: key for key, node in sorted(datasets.items()) for e in node.elements if e not in parent.elements}
     if missing:
         named = ", ".join(f"{element} (in datasets.{key})" for element, key in sorted(missing.items()))
@@ -58,6 +58,11 @@ def _validate_inputs(inputs: dict, _) -> str | None:
         )
     if not parent.base.attributes.get("has_training_state", False):
         return f"parent_potential<{parent.pk}> carries no training state to continue from"
+    folder = inputs.get("parent_folder")
+    if folder is not None:
+        writer, holder = parent.creator, folder.creator
+        if writer is None or holder is None or writer.pk != holder.pk:
+            return f"parent_folder<{folder.pk}> is not the folder of the job that wrote parent_potential<{parent.pk}>"
     return None
 
 
@@ -98,6 +103,13 @@ class LmlpTrainCalculation(LmlpCalcJob):
             help="Overrides of the `lmlp train --print-config` configuration (epochs, members, seed, device, ...).",
         )
         spec.input(
+            "parent_folder",
+            valid_type=orm.RemoteData,
+            required=False,
+            help="The remote folder of the job that wrote parent_potential. On this job's computer, the parent "
+            "model and the datasets that job had are linked from there instead of uploaded again.",
+        )
+        spec.input(
             "member_block",
             valid_type=orm.List,
             required=False,
@@ -114,6 +126,12 @@ class LmlpTrainCalculation(LmlpCalcJob):
             301, "ERROR_CORRUPT_MODEL", invalidates_cache=True, message="The model file is damaged: {message}"
         )
         spec.exit_code(
+            304,
+            "ERROR_LINKED_INPUT_MISSING",
+            invalidates_cache=True,
+            message="An input file linked from an earlier job's folder is gone (scratch purged?): {message}",
+        )
+        spec.exit_code(
             310,
             "ERROR_NO_USABLE_DATA",
             invalidates_cache=True,
@@ -127,11 +145,12 @@ class LmlpTrainCalculation(LmlpCalcJob):
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
-        """Datasets and the parent model copied in from the repository, the configuration as YAML."""
-        arguments, copies = ["train"], []
+        """Datasets and the parent model uploaded from the repository, or linked from ``parent_folder``
+        where that job holds them on this computer; the configuration as YAML."""
+        arguments, files = ["train"], []
         for index, key in enumerate(sorted(self.inputs.datasets)):
             name = f"data_{index}.npz"
-            copies.append(dataset_copy(self.inputs.datasets[key], name))
+            files.append((self.inputs.datasets[key], ARCHIVE, name))
             arguments += ["--data", name]
         parameters = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
         with folder.open(self.CONFIG, "w", encoding="utf-8") as handle:
@@ -139,9 +158,14 @@ class LmlpTrainCalculation(LmlpCalcJob):
         arguments += ["--config", self.CONFIG, "--out", self.MODEL]
         if "parent_potential" in self.inputs:
             parent = self.inputs.parent_potential
-            copies.append((parent.uuid, parent.filename, self.PARENT))
+            files.append((parent, parent.filename, self.PARENT))
             arguments += ["--continue-from", self.PARENT]
             if "member_block" in self.inputs:
                 start, stop = self.inputs.member_block.get_list()
                 arguments += ["--member-block", f"{start}:{stop}"]
-        return self.calcinfo(arguments, [self.METRICS], copies, retrieve_temporary=[self.MODEL])
+        linkable = {}
+        remote = self.inputs.get("parent_folder")
+        if remote is not None and remote.computer.uuid == self.node.computer.uuid:
+            linkable = files_in_folder(remote, {"potential": self.MODEL})
+        copies, links = self.stage_inputs(folder, files, linkable)
+        return self.calcinfo(arguments, [self.METRICS], copies, retrieve_temporary=[self.MODEL], remote_links=links)

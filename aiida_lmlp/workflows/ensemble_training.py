@@ -30,6 +30,10 @@ from .links import outputs_of
 
 __all__ = ["RESUMABLE", "EnsembleTraining", "TrainingRequest"]
 
+#: exit status of an ``lmlp.train`` job whose files linked from an earlier job's folder were gone: it is
+#: resubmitted as it was, uploading every file
+LINKED_INPUT_MISSING = LmlpTrainCalculation.exit_codes.ERROR_LINKED_INPUT_MISSING.status
+
 #: exit statuses of ``lmlp.train`` after which the job is resubmitted from its checkpoint
 RESUMABLE = (
     LmlpTrainCalculation.exit_codes.ERROR_TRAINING_INCOMPLETE.status,
@@ -94,6 +98,7 @@ class EnsembleTraining:
         self.ctx.jobs = [None] * len(self.ctx.blocks)  # pk of each block's latest job
         self.ctx.done = [None] * len(self.ctx.blocks)  # pk of each block's finished potential
         self.ctx.epochs = int(request.parameters.get("epochs", default_config()["epochs"]))
+        self.ctx.upload_all = [False] * len(self.ctx.blocks)  # True: link nothing from an earlier job's folder
         self.report(f"training {members} members in {len(self.ctx.blocks)} job(s): {self.ctx.blocks}")
 
     def _job_inputs(self, request: TrainingRequest, block: int, checkpoint: LmlpPotentialData | None) -> dict:
@@ -115,10 +120,30 @@ class EnsembleTraining:
             parameters.update({"members": stop - start, "member_offset": start})
         if parameters:
             inputs["parameters"] = orm.Dict(parameters)
+        folder = self._parent_folder(inputs.get("parent_potential"), inputs["code"])
+        if folder is not None and not self.ctx.get("upload_all", [True] * (block + 1))[block]:
+            inputs["parent_folder"] = folder
         metadata = dict(inputs.get("metadata", {}))
         metadata["call_link_label"] = f"{request.link_prefix}block_{block:02d}_try_{self.ctx.restarts[block]:02d}"
         inputs["metadata"] = metadata
         return inputs
+
+    @staticmethod
+    def _parent_folder(parent: LmlpPotentialData | None, code: orm.AbstractCode) -> orm.RemoteData | None:
+        """The remote folder of the job that wrote ``parent``, when it is on ``code``'s computer.
+
+        A job continuing from ``parent`` links the parent model and the data that job had from
+        there instead of uploading them again (``lmlp.train``'s ``parent_folder``).
+        """
+        job = parent.creator if parent is not None else None
+        if not isinstance(job, orm.CalcJobNode) or job.computer is None or code.computer is None:
+            return None
+        if job.computer.uuid != code.computer.uuid:
+            return None
+        folder = job.base.links.get_outgoing(orm.RemoteData, link_label_filter="remote_folder").first()
+        if folder is None or folder.node.is_cleaned:
+            return None
+        return folder.node
 
     @staticmethod
     def _start_epoch(request: TrainingRequest) -> int:
@@ -155,6 +180,16 @@ class EnsembleTraining:
                 self.ctx.done[block] = outputs["potential"].pk
                 continue
             request = request or self.training_request()
+            if node.exit_status == LINKED_INPUT_MISSING and "upload_all" in self.ctx:
+                self.ctx.upload_all[block] = True
+                parent = node.inputs.parent_potential
+                original = request.parent_potential is not None and parent.pk == request.parent_potential.pk
+                checkpoint = None if original else parent
+                self.report(f"{node.process_label}<{node.pk}>: {node.exit_message}; resubmitting with every file")
+                resumed = self.submit(LmlpTrainCalculation, **self._job_inputs(request, block, checkpoint))
+                self.ctx.jobs[block] = resumed.pk
+                futures[f"job_{block}"] = resumed
+                continue
             if node.exit_status not in RESUMABLE or self.ctx.restarts[block] >= request.max_restarts:
                 job = f"{node.process_label}<{node.pk}>"
                 return self.training_failed(job, node.exit_message or f"exit status {node.exit_status}")
@@ -181,7 +216,21 @@ class EnsembleTraining:
         }
         options = request.job_inputs.get("metadata", {}).get("options", {})
         if options:
-            keep = ("resources", "max_wallclock_seconds", "queue_name", "account", "prepend_text")
+            # the training's options but its GPU request (custom_scheduler_commands): the gathering is a short
+            # CPU job in the same allocation rules (account, QOS, partition, environment)
+            keep = (
+                "resources",
+                "max_wallclock_seconds",
+                "queue_name",
+                "account",
+                "qos",
+                "priority",
+                "prepend_text",
+                "append_text",
+                "environment_variables",
+                "environment_variables_double_quotes",
+                "import_sys_environment",
+            )
             inputs["metadata"]["options"] = {k: v for k, v in options.items() if k in keep}
         return ToContext(gathered=self.submit(LmlpGatherCalculation, **inputs))
 
