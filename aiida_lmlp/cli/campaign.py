@@ -292,17 +292,37 @@ def _verdi(*arguments: str) -> None:
         raise click.ClickException(f"verdi {' '.join(arguments)} failed:\n{result.stdout}{result.stderr}")
 
 
-def ensure_profile(profile_name: str | None, use_zeromq: bool):
-    """The default (or named) profile and whether it was made now (a new embedded one, ``verdi presto``)."""
+BROKERS = ("zeromq", "rabbitmq")
+
+
+def ensure_profile(profile_name: str | None, broker: str = "zeromq"):
+    """The default (or named) profile and whether it was made now (a new embedded one, ``verdi presto``).
+
+    A new profile gets aiida-core's built-in ZeroMQ broker, or with ``broker="rabbitmq"`` the
+    RabbitMQ server on localhost (refused, with no profile made, when none answers).
+    """
     from aiida.manage.configuration import get_config
 
+    if broker not in BROKERS:
+        raise click.ClickException(f"broker {broker!r}: choose one of {', '.join(BROKERS)}")
     config = get_config(create=True)
     names = config.profile_names
     if profile_name in names or (profile_name is None and config.default_profile_name):
         return load_profile(profile_name), False
-    click.echo("no AiiDA profile: making the embedded default with `verdi presto`")
+    if broker == "rabbitmq":
+        from aiida.brokers.rabbitmq.defaults import detect_rabbitmq_config
+
+        try:
+            detect_rabbitmq_config()
+        except ConnectionError as error:
+            raise click.ClickException(
+                f"--broker rabbitmq: no RabbitMQ server answers ({error}); start one, or leave out --broker "
+                "to use aiida-core's built-in ZeroMQ broker"
+            ) from None
+    click.echo(f"no AiiDA profile: making the embedded default with `verdi presto` ({broker} broker)")
     arguments = ["presto"] + (["--profile-name", profile_name] if profile_name else [])
-    _verdi(*arguments, *(["--use-zeromq"] if use_zeromq else []))
+    # presto takes a RabbitMQ it finds on localhost unless told otherwise; the default here is ZeroMQ
+    _verdi(*arguments, *(["--use-zeromq"] if broker == "zeromq" else []))
     from aiida.manage.configuration import reset_config
 
     reset_config()
@@ -384,11 +404,20 @@ def _unique_name(base: str) -> str:
 
 @click.command("quickstart")
 @click.option("--profile", "profile_name", default=None, help="Profile to use or create (default: the default one).")
-@click.option("--use-zeromq", is_flag=True, help="Make the new profile with the built-in ZeroMQ broker (no RabbitMQ).")
+@click.option(
+    "--broker",
+    type=click.Choice(BROKERS),
+    default=None,
+    help="Broker of a new profile: aiida-core's built-in ZeroMQ broker (default; started with the daemon) "
+    "or a RabbitMQ server on localhost.",
+)
+@click.option("--use-zeromq", is_flag=True, help="Same as --broker zeromq.")
 @click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for the campaign.")
-def quickstart(profile_name, use_zeromq, timeout):
+def quickstart(profile_name, broker, use_zeromq, timeout):
     """Set up the embedded profile if needed, run the quickstart campaign in the daemon, print its versions."""
-    profile, made = ensure_profile(profile_name, use_zeromq)
+    if use_zeromq and broker not in (None, "zeromq"):
+        raise click.UsageError(f"--use-zeromq and --broker {broker} contradict each other")
+    profile, made = ensure_profile(profile_name, broker or "zeromq")
     click.echo(f"profile {profile.name}: storage {profile.storage_backend}, broker {profile.process_control_backend}")
     code = ensure_localhost_code()
     if made:  # presto's localhost: a login shell per transport command, polls once a second
