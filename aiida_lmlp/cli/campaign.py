@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -190,6 +191,33 @@ def _print_versions(name: str) -> None:
             f"{_milli(r.get('first_test_rmse_energy_per_atom'), 2):>13} "
             f"{_milli(r.get('first_test_rmse_forces'), 1):>13}"
         )
+    if rows:
+        click.echo(_versions_table_note(name))
+
+
+def _versions_table_note(name: str) -> str:
+    """What the versions table measures, and how much its first-test columns scatter by chance."""
+    import textwrap
+
+    from aiida_lmlp.registry import get_version, training_state
+
+    held_out = len(training_state(get_version(name, 0))["test"])
+    conformations = f"{held_out} conformation{'s' if held_out != 1 else ''}"
+    scatter = (
+        f"With {held_out} an RMSE is known to about ±{100 / math.sqrt(2 * held_out):.0f} % (1/√(2n) for n "
+        "samples), so changes between versions smaller than that are noise. "
+        if held_out
+        else ""
+    )
+    note = (
+        "E RMSE, F RMSE: each version on its members' test conformations of its own data, which grows with "
+        "what exploration found, so later versions are tested on other, harder data. first-test: the ensemble "
+        f"on the {conformations} that version 0's members held out, the same set for every version "
+        "(each is held out of at least one member; the others may train on it). "
+        f"{scatter}For an independent measure on conformations no version trained on, see "
+        "benchmarks/quickstart_learning_curve.py."
+    )
+    return textwrap.fill(note, width=100)
 
 
 def _milli(value: float | None, digits: int) -> str:
@@ -451,10 +479,5 @@ def quickstart(profile_name, broker, use_zeromq, timeout):
     stop = node.outputs.stop_reason.value if "stop_reason" in node.outputs else "?"
     click.echo(f"campaign {name} finished in {time.monotonic() - start:.0f} s (exit status {node.exit_status}): {stop}")
     _print_versions(name)
-    click.echo(
-        "test RMSE: each version on its members' test splits of its own data, which grows with the "
-        "uncertain conformations exploration found, so later versions are tested on harder data; "
-        "first-test: on the test conformations of version 0, held out in every version, so comparable"
-    )
     if not node.is_finished_ok:
         raise click.ClickException(f"the campaign failed: {node.exit_message}; see `verdi process report {node.pk}`")

@@ -2,7 +2,8 @@
 
 - ``learning_curves.png``: ensemble test RMSE against the cumulative epoch, one line per version;
 - ``parity.png``: the latest version against its training data (train and test conformations);
-- ``uncertainty_vs_error.png``: ensemble uncertainty against the actual error, per conformation;
+- ``uncertainty_vs_error.png``: ensemble uncertainty against the actual error, per conformation, with
+  the version's RMSE floor (Eq. 23) where the uncertainty of conformations the members agree on sits;
 - ``dataset_and_exclusions.png``: conformations in the data stream and those excluded, per epoch;
 - ``selections.png``: the screening outcome of every iteration and the fraction uncertain.
 
@@ -226,12 +227,29 @@ def plot_parity(data: CampaignData, parity: ParityData | None, path: str | os.Pa
 
 def plot_uncertainty_vs_error(data: CampaignData, parity: ParityData | None, path: str | os.PathLike) -> Path:
     """Ensemble ΔE per atom vs |error| per atom, and max ΔF vs max |force error|, per conformation (log-log)."""
-    path = Path(path)
+    return _save(uncertainty_vs_error_figure(data, parity), Path(path))
+
+
+def _rmse_floor(data: CampaignData, version: int | None) -> tuple[float | None, float | None]:
+    """The RMSE floor of Eq. 23 of ``version`` (eV/atom, eV/Å): its test RMSEs, below which ΔE and ΔF never go."""
+    for row in data.versions:
+        if row.get("version") == version:
+            return row.get("rmse_energy_per_atom"), row.get("rmse_forces")
+    return None, None
+
+
+def uncertainty_vs_error_figure(data: CampaignData, parity: ParityData | None):
+    """The figure of :func:`plot_uncertainty_vs_error`, with the version's RMSE floor as a dotted vertical line.
+
+    The ensemble's uncertainty is never below the version's test RMSE (Eq. 23): where the members
+    agree better than that, ΔE/N and ΔF sit on the floor, a column of points the line explains.
+    """
     figure = _figure(10.0, 4.8)
     energy_axis, forces_axis = figure.subplots(1, 2)
     if parity is None:
         _empty(figure, f"{data.name}: no version or no labelled training data yet")
-        return _save(figure, path)
+        return figure
+    floor_energy, floor_forces = _rmse_floor(data, parity.version)
     floor = 1e-4  # meV: keeps exact zeros visible on a log axis
     pairs = (
         (
@@ -240,6 +258,8 @@ def plot_uncertainty_vs_error(data: CampaignData, parity: ParityData | None, pat
             MEV * np.abs(parity.energy_error_per_atom()),
             "ensemble ΔE/N / meV/atom",
             "|E error|/N / meV/atom",
+            floor_energy,
+            "meV/atom",
         ),
         (
             forces_axis,
@@ -247,9 +267,11 @@ def plot_uncertainty_vs_error(data: CampaignData, parity: ParityData | None, pat
             MEV * parity.max_force_error,
             "max ΔF component / meV/Å",
             "max |force error| component / meV/Å",
+            floor_forces,
+            "meV/Å",
         ),
     )
-    for axis, uncertainty, error, xlabel, ylabel in pairs:
+    for axis, uncertainty, error, xlabel, ylabel, rmse_floor, unit in pairs:
         x, y = np.maximum(uncertainty, floor), np.maximum(error, floor)
         for mask, name, style in (
             (~parity.is_test, "train", {"marker": "o", "color": "C0"}),
@@ -260,6 +282,17 @@ def plot_uncertainty_vs_error(data: CampaignData, parity: ParityData | None, pat
         low = float(min(x.min(), y.min())) / 2
         high = float(max(x.max(), y.max())) * 2
         axis.plot([low, high], [low, high], "k--", lw=0.8, label="y = x")
+        if rmse_floor is not None and math.isfinite(rmse_floor) and rmse_floor > 0:
+            value = MEV * rmse_floor
+            at_floor = int(np.sum(np.isclose(uncertainty, value, rtol=1e-6, atol=0.0)))
+            axis.axvline(
+                value,
+                color="0.35",
+                ls=":",
+                lw=1.2,
+                label=f"RMSE floor (Eq. 23): {value:.3g} {unit}; {at_floor} at it",
+            )
+            low, high = min(low, value / 2), max(high, value * 2)
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlim(low, high)
@@ -269,7 +302,7 @@ def plot_uncertainty_vs_error(data: CampaignData, parity: ParityData | None, pat
         axis.grid(alpha=0.3, which="both")
         axis.legend(fontsize=8, loc="upper left")
     figure.suptitle(f"{data.name}: uncertainty vs error of version {parity.version}, per conformation")
-    return _save(figure, path)
+    return figure
 
 
 def plot_dataset_and_exclusions(data: CampaignData, path: str | os.PathLike) -> Path:
