@@ -20,6 +20,9 @@ __all__ = ["LmlpCalcJob", "allocated_cores", "dataset_copy", "files_in_folder"]
 #: null (uploaded into the job's folder), "folder": uuid of the RemoteData holding a linked file}
 INPUT_FILES = "lmlp.inputs.json"
 
+#: the model file an ``lmlp.train`` or ``lmlp.gather`` job writes (its ``potential`` output) in its folder
+MODEL_FILE = "model.lmlp"
+
 
 def allocated_cores(resources: dict, computer) -> int:
     """The cores a job's one ``lmlp`` process owns: processes per machine × cores per process (or cores per machine).

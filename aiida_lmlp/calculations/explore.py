@@ -7,10 +7,10 @@ from aiida import orm
 from aiida.common import CalcInfo
 from aiida.common.folders import Folder
 
-from aiida_lmlp.data.dataset import LmlpDatasetData
+from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
 
-from .base import LmlpCalcJob, dataset_copy
+from .base import MODEL_FILE, LmlpCalcJob, files_in_folder
 
 __all__ = ["LmlpExploreCalculation"]
 
@@ -49,6 +49,11 @@ def _validate_inputs(inputs: dict, _) -> str | None:
             f"structures contain {', '.join(missing)}, for which potential<{potential.pk}> "
             f"(elements {', '.join(potential.elements)}) has no network"
         )
+    folder = inputs.get("potential_folder")
+    if folder is not None:
+        writer, holder = potential.creator, folder.creator
+        if writer is None or holder is None or writer.pk != holder.pk:
+            return f"potential_folder<{folder.pk}> is not the folder of the job that wrote potential<{potential.pk}>"
     kind = (inputs.get("protocol") or orm.Dict({})).get_dict().get("kind", "md")
     if kind == "neb" and structures.count % 2:
         return f"structures: a NEB protocol needs endpoint pairs (initial, final, ...); got {structures.count}"
@@ -90,12 +95,25 @@ class LmlpExploreCalculation(LmlpCalcJob):
             validator=_validate_device,
             help="auto | cpu | cuda: where the ensemble runs (default auto: a CUDA device when the job has one).",
         )
+        spec.input(
+            "potential_folder",
+            valid_type=orm.RemoteData,
+            required=False,
+            help="The remote folder of the job that wrote potential. On this job's computer, the model file is "
+            "linked from there instead of uploaded again.",
+        )
         spec.inputs.validator = _validate_inputs
         spec.inputs["metadata"]["options"]["parser_name"].default = "lmlp.explore"
         spec.output("visited", valid_type=LmlpDatasetData, help="Visited conformations with predictions.")
         spec.output("summary", valid_type=orm.Dict, help="Per trajectory: steps, frames, early stop and its reason.")
         spec.default_output_node = "summary"
         spec.exit_code(300, "ERROR_MISSING_OUTPUT", invalidates_cache=True, message="lmlp explore wrote no output.")
+        spec.exit_code(
+            304,
+            "ERROR_LINKED_INPUT_MISSING",
+            invalidates_cache=True,
+            message="The model file linked from its training job's folder is gone (scratch purged?): {message}",
+        )
         spec.exit_code(
             310,
             "ERROR_ALL_TRAJECTORIES_FAILED",
@@ -104,7 +122,8 @@ class LmlpExploreCalculation(LmlpCalcJob):
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
-        """Start structures and the model copied in from the repository, the protocol as YAML."""
+        """Start structures and the model uploaded from the repository (the model linked from ``potential_folder``
+        where its training job left it on this computer), the protocol as YAML."""
         protocol = self.inputs.protocol.get_dict() if "protocol" in self.inputs else {}
         with folder.open(self.PROTOCOL, "w", encoding="utf-8") as handle:
             yaml.safe_dump(protocol, handle, sort_keys=True)
@@ -116,5 +135,11 @@ class LmlpExploreCalculation(LmlpCalcJob):
         arguments += ["--summary", self.SUMMARY]
         if "device" in self.inputs:
             arguments += ["--device", self.inputs.device.value]
-        copies = [(potential.uuid, potential.filename, self.MODEL), dataset_copy(self.inputs.structures, self.START)]
-        return self.calcinfo(arguments, [self.SUMMARY], copies, retrieve_temporary=[self.VISITED, self.VISITED_ARCHIVE])
+        files = [(potential, potential.filename, self.MODEL), (self.inputs.structures, ARCHIVE, self.START)]
+        linkable = {}
+        remote = self.inputs.get("potential_folder")
+        if remote is not None and remote.computer.uuid == self.node.computer.uuid:
+            linkable = files_in_folder(remote, {"potential": MODEL_FILE})
+        copies, links = self.stage_inputs(folder, files, linkable)
+        retrieve_temporary = [self.VISITED, self.VISITED_ARCHIVE]
+        return self.calcinfo(arguments, [self.SUMMARY], copies, retrieve_temporary, remote_links=links)

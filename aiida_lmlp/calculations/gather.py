@@ -8,7 +8,7 @@ from aiida.common.folders import Folder
 from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
 
-from .base import LmlpCalcJob
+from .base import MODEL_FILE, LmlpCalcJob
 
 __all__ = ["LmlpGatherCalculation"]
 
@@ -34,7 +34,7 @@ class LmlpGatherCalculation(LmlpCalcJob):
     the members' test sets, as a single training job reports them.
     """
 
-    MODEL = "model.lmlp"
+    MODEL = MODEL_FILE
 
     @classmethod
     def define(cls, spec):

@@ -10,7 +10,7 @@ from aiida.common.folders import Folder
 from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
 from aiida_lmlp.data.potential import LmlpPotentialData
 
-from .base import LmlpCalcJob, files_in_folder
+from .base import MODEL_FILE, LmlpCalcJob, files_in_folder
 
 __all__ = ["LmlpTrainCalculation"]
 
@@ -73,7 +73,7 @@ class LmlpTrainCalculation(LmlpCalcJob):
     state carry over, and the new conformations join every member's data stream.
     """
 
-    MODEL = "model.lmlp"
+    MODEL = MODEL_FILE
     METRICS = "model.metrics.jsonl"
     PARENT = "parent.lmlp"
     CONFIG = "config.yaml"

@@ -78,6 +78,22 @@ class LmlpParser(Parser):
                 return line.removeprefix("Error:").strip()
         return None
 
+    def linked_input_missing(self, message: str) -> bool:
+        """True when ``message`` says that an input file the job linked from an earlier job's folder is gone."""
+        import json
+        import re
+
+        from aiida_lmlp.calculations.base import INPUT_FILES
+
+        try:
+            record = json.loads(self.node.base.repository.get_object_content(INPUT_FILES))
+        except FileNotFoundError:
+            return False
+        linked = [name for name, entry in record.items() if entry.get("path")]
+        return "does not exist" in message and any(
+            re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", message) for name in linked
+        )
+
     @staticmethod
     def tempdir() -> tempfile.TemporaryDirectory:
         """A scratch folder for files that must be read from a path."""

@@ -20,6 +20,8 @@ class LmlpExploreParser(LmlpParser):
     def parse_files(self):
         """Read visited.npz (visited.extxyz after a run cut short) and summary.json of ``lmlp explore``."""
         message = self.error_message(Calc.STDERR)
+        if message and self.linked_input_missing(message):
+            return self.exit_codes.ERROR_LINKED_INPUT_MISSING.format(message=message)
         if message and not self.has_file(Calc.SUMMARY):
             return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
         visited = None

@@ -61,7 +61,7 @@ class LmlpTrainParser(LmlpParser):
     def parse_files(self):
         """Read the model file, metrics and stderr of ``lmlp train``."""
         message = self.error_message(Calc.STDERR)
-        if message and self._linked_input_missing(message):
+        if message and self.linked_input_missing(message):
             return self.exit_codes.ERROR_LINKED_INPUT_MISSING.format(message=message)
         if message and "no usable training conformations" in message:
             return self.exit_codes.ERROR_NO_USABLE_DATA.format(message=self._report_line() or message)
@@ -122,17 +122,6 @@ class LmlpTrainParser(LmlpParser):
         ``potential`` output, and the job is resumed from it as for any early stop).
         """
         return self.node.exit_status == Calc.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
-
-    def _linked_input_missing(self, message: str) -> bool:
-        """True when ``lmlp train`` refused an input file that the job linked from an earlier job's folder."""
-        from aiida_lmlp.calculations.base import INPUT_FILES
-
-        try:
-            record = json.loads(self.node.base.repository.get_object_content(INPUT_FILES))
-        except FileNotFoundError:
-            return False
-        linked = [name for name, entry in record.items() if entry.get("path")]
-        return "does not exist" in message and any(f"'{name}'" in message for name in linked)
 
     def _report_line(self) -> str | None:
         for line in self.read_text(Calc.STDERR).splitlines():

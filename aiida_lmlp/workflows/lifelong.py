@@ -228,6 +228,7 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, 
         self.ctx.known = None
         self.ctx.screened = 0
         self.ctx.explore_start = None  # pk of the start set when it differs from the initial structures
+        self.ctx.explore_uploads = False  # True: explorations upload the model, never link it
         structures = self.inputs.structures
         if structures.base.attributes.get("labelled_count") == structures.count:
             self._add_to_stream(structures.pk)
@@ -428,6 +429,11 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, 
                 protocol[key] = value
         if protocol:
             inputs["protocol"] = orm.Dict(protocol)
+        # the model file is linked from its training job's folder on the same computer, unless a file linked
+        # so was gone once (scratch purged): then the campaign's explorations upload it
+        folder = self._parent_folder(inputs["potential"], inputs["code"])
+        if folder is not None and not self.ctx.get("explore_uploads", True):
+            inputs["potential_folder"] = folder
         inputs["metadata"] = {**inputs.get("metadata", {}), "call_link_label": f"explore_{self.ctx.iteration:03d}"}
         return ToContext(exploration=self.submit(LmlpExploreCalculation, **inputs))
 
@@ -447,6 +453,8 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, 
         self.ctx.candidates = None
         if "summary" in outputs:
             self.ctx.record.update(trajectory_counts(outputs["summary"].get_dict()))
+        if node.exit_status == LmlpExploreCalculation.exit_codes.ERROR_LINKED_INPUT_MISSING.status:
+            self.ctx.explore_uploads = True
         if "visited" not in outputs:
             self.report(f"exploration {node.process_label}<{node.pk}> gave nothing ({node.exit_message}); going on")
             self.ctx.record["explore_failed"] = node.exit_message or str(node.exit_status)

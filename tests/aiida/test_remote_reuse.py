@@ -177,3 +177,75 @@ def test_a_campaign_continues_each_version_from_the_files_of_the_one_before(smal
                 linked_data += (workdir / name).is_symlink()
                 assert not Path(os.path.realpath(workdir / name)).is_symlink()
     assert linked_data >= 1
+    # every exploration after the first version's links the model its training job wrote
+    explorations = [n for n in campaign.called if n.process_type == "aiida.calculations:lmlp.explore"]
+    assert explorations
+    for node in explorations:
+        writer = node.inputs.potential.creator
+        assert node.inputs.potential_folder.creator.pk == writer.pk
+        assert os.readlink(_workdir(node) / "model.lmlp") == str(_workdir(writer) / "model.lmlp")
+
+
+EXPLORE = {"kind": "md", "steps": 6, "sample_every": 2, "temperature": 300, "seed": 4}
+
+
+def _explore(code, potential, starts, **extra):
+    from aiida_lmlp.calculations import LmlpExploreCalculation
+
+    return run_get_node(
+        LmlpExploreCalculation,
+        code=code,
+        potential=potential,
+        structures=starts,
+        protocol=orm.Dict(EXPLORE),
+        **OPTIONS,
+        **extra,
+    )
+
+
+def test_an_exploration_links_the_model_its_training_job_wrote(first, lmlp_code, sn2_frames):
+    results, job = first
+    starts = LmlpDatasetData.from_atoms(sn2_frames[:2]).store()
+    code = lmlp_code("lmlp.explore")
+    linked, node = _explore(code, results["potential"], starts, potential_folder=job.outputs.remote_folder)
+    uploaded, plain = _explore(code, results["potential"], starts)
+    assert node.is_finished_ok and plain.is_finished_ok, (node.exit_message, plain.exit_message)
+    assert os.readlink(_workdir(node) / "model.lmlp") == str(_workdir(job) / "model.lmlp")
+    assert not (_workdir(plain) / "model.lmlp").is_symlink()
+    assert linked["visited"].count == uploaded["visited"].count == 8
+    energies = [[a.info["lmlp_energy"] for a in r["visited"].to_atoms()] for r in (linked, uploaded)]
+    assert energies[0] == energies[1]
+    assert node.inputs.potential.pk == results["potential"].pk
+
+
+def test_a_campaign_whose_model_file_was_purged_explores_again_uploading(lmlp_code, sn2_dataset, sn2_frames):
+    """The first exploration finds its linked model gone (304) and gives nothing; the next one uploads it."""
+    from aiida_lmlp.calculations import LmlpExploreCalculation
+    from aiida_lmlp.workflows.lifelong import LifelongWorkChain
+
+    from .campaign_inputs import campaign_inputs
+
+    results, job = _train(lmlp_code("lmlp.train"), {"d0": sn2_dataset}, {**FIRST, "seed": 4})
+    (_workdir(job) / "model.lmlp").unlink()
+    starts = [a.copy() for a in sn2_frames if a.info["reaction"] == "Cl+CH3Cl"][:2]
+    inputs = campaign_inputs(
+        lmlp_code("lmlp.train"),
+        sn2_dataset,
+        parent_potential=results["potential"],
+        explore_structures=LmlpDatasetData.from_atoms(starts).store(),
+        continue_parameters=orm.Dict(MORE),
+        selection=orm.Dict({"max_per_iteration": 1}),
+    )
+    del inputs["train"]
+    outputs, campaign = run_get_node(LifelongWorkChain, **inputs)
+    assert campaign.is_finished_ok, campaign.exit_message
+    explorations = sorted(
+        (n for n in campaign.called if n.process_type == "aiida.calculations:lmlp.explore"), key=lambda n: n.ctime
+    )
+    assert len(explorations) == 2
+    first_try, second_try = explorations
+    assert first_try.exit_status == LmlpExploreCalculation.exit_codes.ERROR_LINKED_INPUT_MISSING.status
+    assert "potential_folder" in first_try.inputs and "potential_folder" not in second_try.inputs
+    assert second_try.is_finished_ok and not (_workdir(second_try) / "model.lmlp").is_symlink()
+    report = outputs["report"].get_dict()["iterations"]
+    assert "explore_failed" in report[0] and "explore_failed" not in report[1]
