@@ -29,8 +29,8 @@ class DryRun:
     explore_structures: int | None
     job: str  # the first job's process, e.g. ``LmlpTrainCalculation``
     computer: str
-    folder: Path  # its input files and job script
-    script: Path
+    folder: Path | None  # its input files and job script (None: a work chain, prepared when it runs)
+    script: Path | None
 
 
 def _first_job(inputs: dict) -> tuple[type, dict]:
@@ -45,10 +45,14 @@ def _first_job(inputs: dict) -> tuple[type, dict]:
         if "parameters" in train:
             job["parameters"] = train["parameters"]
         return LmlpTrainCalculation, job
+    from aiida_lmlp.workflows import label as label_module
+
     label = inputs["label"]
     # the labelling job's namespace in ``label``: the one that carries its code
     (namespace,) = [key for key, value in label.items() if isinstance(value, Mapping) and "code" in value]
-    return LabelWorkChain._process_class, {**label[namespace], "structures": structures}
+    processes = getattr(label_module, "BATCH_PROCESSES", {})  # one process per labeller, where there are several
+    process = processes.get(namespace, LabelWorkChain._process_class)
+    return process, {**label[namespace], "structures": structures}
 
 
 def dry_run(spec: CampaignSpec, campaign: str) -> DryRun:
@@ -56,7 +60,7 @@ def dry_run(spec: CampaignSpec, campaign: str) -> DryRun:
 
     Raises :class:`SpecError` naming what does not fit; stores nothing.
     """
-    from aiida.engine import run_get_node
+    from aiida.engine import CalcJob, run_get_node
 
     from aiida_lmlp.workflows.lifelong import LifelongWorkChain
 
@@ -66,13 +70,15 @@ def dry_run(spec: CampaignSpec, campaign: str) -> DryRun:
     if error is not None:
         raise SpecError(f"{spec.path}: {error}")
     process, job = _first_job(inputs)
-    job["metadata"] = {**job.get("metadata", {}), "dry_run": True, "store_provenance": False}
-    try:
-        _, node = run_get_node(process, **job)
-    except ValueError as error:  # the calculation's own input validation
-        raise SpecError(f"{spec.path}: the first job ({process.__name__}): {error}") from None
-    info = node.dry_run_info
-    folder = Path(info["folder"])
+    folder = script = None
+    if issubclass(process, CalcJob):  # a labeller that is a work chain of its own has no job to prepare here
+        job["metadata"] = {**job.get("metadata", {}), "dry_run": True, "store_provenance": False}
+        try:
+            _, node = run_get_node(process, **job)
+        except ValueError as error:  # the calculation's own input validation
+            raise SpecError(f"{spec.path}: the first job ({process.__name__}): {error}") from None
+        folder = Path(node.dry_run_info["folder"])
+        script = folder / node.dry_run_info["script_filename"]
     explore = inputs.get("explore_structures")
     structures = inputs["structures"]
     return DryRun(
@@ -82,5 +88,5 @@ def dry_run(spec: CampaignSpec, campaign: str) -> DryRun:
         job=process.__name__,
         computer=job["code"].computer.label,
         folder=folder,
-        script=folder / info["script_filename"],
+        script=script,
     )

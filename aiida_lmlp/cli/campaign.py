@@ -117,7 +117,8 @@ def _dry_run(spec_path: Path, name: str | None) -> None:
     click.echo(f"  structures          {spec.structures} ({result.structures}, {labels})")
     if result.explore_structures is not None:
         click.echo(f"  explore_structures  {spec.explore_structures} ({result.explore_structures})")
-    click.echo(f"  first job           {result.job} on {result.computer}: files and job script in {result.folder}")
+    where = f"files and job script in {result.folder}" if result.folder else "a work chain, prepared as it runs"
+    click.echo(f"  first job           {result.job} on {result.computer}: {where}")
     click.echo("nothing stored, nothing submitted")
 
 

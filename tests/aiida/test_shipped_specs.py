@@ -98,7 +98,7 @@ def test_shipped_spec_launches_as_a_dry_run(path, aiida_profile, tmp_path, monke
 
 
 def test_the_cluster_spec_options_reach_the_job_script(aiida_profile, tmp_path, monkeypatch):
-    """hpc_slurm.yaml: partition, account, wall time, GPU request and module line in the first job's script."""
+    """hpc_slurm.yaml: partition, account, wall time, GPU request, module line and threads in the first job's script."""
     path = ROOT / "workflows" / "hpc_slurm.yaml"
     _code(load_spec(path).codes["train"])
     monkeypatch.chdir(tmp_path)
@@ -113,6 +113,7 @@ def test_the_cluster_spec_options_reach_the_job_script(aiida_profile, tmp_path, 
         "#SBATCH --gres=gpu:1",
         "#SBATCH --cpus-per-task=8",
         "module load cuda",
+        "export OMP_NUM_THREADS='8'",  # the job's threads pinned to its 8 cores
     ):
         assert line in script.splitlines(), f"{line!r} missing from\n{script}"
 
