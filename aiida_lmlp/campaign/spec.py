@@ -2,13 +2,16 @@
 
 Everything is checked before anything is stored or submitted: unknown keys (named by their
 path, e.g. ``stop.dft_budgt``), negative budgets, thresholds in the wrong order, bad training,
-labelling or exploration settings, missing files and codes that do not exist in the profile.
-See ``workflows/*.yaml`` for annotated examples. Torch-free: runs on a login node.
+labelling or exploration settings, PySCF basis names, missing files and codes that do not exist
+in the profile. Every problem of a spec is reported at once, each with its key. See
+``workflows/*.yaml`` for annotated examples. Torch-free: runs on a login node.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +62,38 @@ def _check_options(options: dict, where: str) -> None:
 
 
 class SpecError(ValueError):
-    """A campaign specification is invalid; the message names the file and the key path."""
+    """A campaign specification is invalid; the message names the file and the key path of every problem."""
+
+
+class _Problems:
+    """The problems of one spec, collected so that one run reports them all."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        """Record ``message`` (without the file name in front, which the report gives once)."""
+        message = message.removeprefix(f"{self.where}: ")
+        if message not in self.messages:
+            self.messages.append(message)
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        """Run one independent check: a :class:`SpecError` it raises is recorded and the next check runs."""
+        try:
+            yield
+        except SpecError as error:
+            for message in str(error).splitlines():
+                self.add(message.strip().removeprefix("- "))
+
+    def raise_any(self) -> None:
+        """Raise one :class:`SpecError` listing every problem recorded, if any."""
+        if len(self.messages) == 1:
+            raise SpecError(f"{self.where}: {self.messages[0]}")
+        if self.messages:
+            listed = "\n".join(f"  - {message}" for message in self.messages)
+            raise SpecError(f"{self.where}: {len(self.messages)} problems:\n{listed}")
 
 
 @dataclass
@@ -84,13 +118,14 @@ class CampaignSpec:
         from aiida import orm
         from aiida.common.exceptions import MultipleObjectsError, NotExistent
 
-        codes = {}
+        codes, problems = {}, _Problems(str(self.path))
         for step in ("train", "explore", "label"):
             label = self.codes.get(step) or self.codes.get("lmlp")
             try:
                 codes[step] = orm.load_code(label)
             except (NotExistent, MultipleObjectsError) as error:
-                raise SpecError(f"{self.path}: codes.{step}: code {label!r} cannot be loaded: {error}") from None
+                problems.add(f"codes.{step}: code {label!r} cannot be loaded: {error}")
+        problems.raise_any()
         return codes
 
     def build_inputs(self, campaign: str | None = None, store: bool = True) -> dict:
@@ -167,7 +202,8 @@ def _check_keys(section: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(section) - allowed)
     if unknown:
         path, key_path = where.rsplit(": ", 1)
-        raise SpecError(f"{path}: unknown key '{key_path}.{unknown[0]}' (known: {', '.join(sorted(allowed))})")
+        known = ", ".join(sorted(allowed))
+        raise SpecError("\n".join(f"{path}: unknown key '{key_path}.{key}' (known: {known})" for key in unknown))
 
 
 def _file(base: Path, value: Any, where: str) -> Path:
@@ -203,8 +239,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_spec(path: str | os.PathLike) -> CampaignSpec:
-    """Read and validate a campaign specification; raises :class:`SpecError` naming the problem."""
+def load_spec(path: str | os.PathLike, *, check_codes: bool = False) -> CampaignSpec:
+    """Read and validate a campaign specification; raises :class:`SpecError` naming every problem.
+
+    ``check_codes``: also load the codes from the loaded AiiDA profile (what a launch needs).
+    """
     path = Path(path).resolve()
     try:
         raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
@@ -214,29 +253,33 @@ def load_spec(path: str | os.PathLike) -> CampaignSpec:
         raise SpecError(f"{path} is not valid YAML: {error}") from None
     spec = _mapping(raw, str(path))
     where = str(path)
-    unknown = sorted(set(spec) - set(SECTIONS))
-    if unknown:
-        raise SpecError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(SECTIONS)})")
+    problems = _Problems(where)
+    for key in sorted(set(spec) - set(SECTIONS)):
+        problems.add(f"unknown key {key!r} (known: {', '.join(SECTIONS)})")
     name = spec.get("campaign")
     if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise SpecError(f"{where}: campaign must be a name without '/', got {name!r}")
-    sections = {key: _mapping(spec.get(key), f"{where}: {key}") for key, allowed in SECTIONS.items() if allowed}
+        problems.add(f"campaign must be a name without '/', got {name!r}")
+    sections = {}
     for key, allowed in SECTIONS.items():
         if allowed:
-            _check_keys(sections[key], allowed, f"{where}: {key}")
+            sections[key] = {}
+            with problems.check():
+                sections[key] = _mapping(spec.get(key), f"{where}: {key}")
+                _check_keys(sections[key], allowed, f"{where}: {key}")
     codes = sections["codes"]
     if not codes:
-        raise SpecError(f"{where}: codes: give the AiiDA code of the lmlp executable (codes.lmlp: lmlp@localhost)")
-    for step in ("train", "explore", "label"):
-        if not (codes.get(step) or codes.get("lmlp")):
-            raise SpecError(f"{where}: codes.{step}: no code (set codes.{step} or codes.lmlp)")
+        problems.add("codes: give the AiiDA code of the lmlp executable (codes.lmlp: lmlp@localhost)")
+    else:
+        for step in ("train", "explore", "label"):
+            if not (codes.get(step) or codes.get("lmlp")):
+                problems.add(f"codes.{step}: no code (set codes.{step} or codes.lmlp)")
     base = path.parent
-    structures = _file(base, spec.get("structures"), f"{where}: structures")
-    explore_structures = (
-        _file(base, spec["explore_structures"], f"{where}: explore_structures")
-        if spec.get("explore_structures")
-        else None
-    )
+    structures = explore_structures = None
+    with problems.check():
+        structures = _file(base, spec.get("structures"), f"{where}: structures")
+    if spec.get("explore_structures"):
+        with problems.check():
+            explore_structures = _file(base, spec["explore_structures"], f"{where}: explore_structures")
     # each section by the validator of the layer that will use it
     from aiida_lmlp.formats.exploration import ExplorationProtocol, ProtocolError
     from aiida_lmlp.formats.training_config import ConfigError, default_config, merge_config
@@ -244,56 +287,94 @@ def load_spec(path: str | os.PathLike) -> CampaignSpec:
     from aiida_lmlp.workflows.candidates import TRAJECTORY_STOPS, SelectionSettings, SelectionSettingsError
 
     label, train, explore = sections["label"], sections["train"], sections["explore"]
-    try:
-        PyscfParameters.from_dict(_mapping(label.get("parameters"), f"{where}: label.parameters"))
-    except ParameterError as error:
-        raise SpecError(f"{where}: label.parameters: {error}") from None
-    for key in ("parameters", "continue_parameters"):
+    with problems.check():
+        label_parameters = _mapping(label.get("parameters"), f"{where}: label.parameters")
         try:
-            merge_config(default_config(), _mapping(train.get(key), f"{where}: train.{key}"))
-        except ConfigError as error:
-            raise SpecError(f"{where}: train.{key}: {error}") from None
-    try:
-        ExplorationProtocol.from_dict(_mapping(explore.get("protocol"), f"{where}: explore.protocol"))
-    except ProtocolError as error:
-        raise SpecError(f"{where}: explore.protocol: {error}") from None
-    try:
-        SelectionSettings.from_dict(_mapping(spec.get("selection"), f"{where}: selection"))
-    except SelectionSettingsError as error:
-        raise SpecError(f"{where}: selection: {error}") from None
+            PyscfParameters.from_dict(label_parameters)
+        except ParameterError as error:
+            raise SpecError(f"{where}: label.parameters: {error}") from None
+        for problem in _basis_problems(label_parameters, [structures, explore_structures]):
+            problems.add(f"label.parameters: {problem}")
+    for key in ("parameters", "continue_parameters"):
+        with problems.check():
+            try:
+                merge_config(default_config(), _mapping(train.get(key), f"{where}: train.{key}"))
+            except ConfigError as error:
+                raise SpecError(f"{where}: train.{key}: {error}") from None
+    with problems.check():
+        try:
+            ExplorationProtocol.from_dict(_mapping(explore.get("protocol"), f"{where}: explore.protocol"))
+        except ProtocolError as error:
+            raise SpecError(f"{where}: explore.protocol: {error}") from None
+    selection: dict = {}
+    with problems.check():
+        selection = _mapping(spec.get("selection"), f"{where}: selection")
+        try:
+            SelectionSettings.from_dict(selection)
+        except SelectionSettingsError as error:
+            raise SpecError(f"{where}: selection: {error}") from None
     if explore.get("stop_at", "lower") not in TRAJECTORY_STOPS:
-        raise SpecError(
-            f"{where}: explore.stop_at must be one of {', '.join(TRAJECTORY_STOPS)}, got {explore['stop_at']!r}"
-        )
+        problems.add(f"explore.stop_at must be one of {', '.join(TRAJECTORY_STOPS)}, got {explore['stop_at']!r}")
     from aiida_lmlp.calculations.explore import DEVICES
 
     if explore.get("device", "auto") not in DEVICES:
-        raise SpecError(f"{where}: explore.device must be one of {', '.join(DEVICES)}, got {explore['device']!r}")
+        problems.add(f"explore.device must be one of {', '.join(DEVICES)}, got {explore['device']!r}")
     for section in ("label", "train", "explore"):
-        options = _mapping(sections[section].get("options"), f"{where}: {section}.options")
-        _check_options(options, f"{where}: {section}.options")
+        with problems.check():
+            options = _mapping(sections[section].get("options"), f"{where}: {section}.options")
+            _check_options(options, f"{where}: {section}.options")
     if "max_attempts" in label:
-        _integer(label["max_attempts"], f"{where}: label.max_attempts", 1)
+        with problems.check():
+            _integer(label["max_attempts"], f"{where}: label.max_attempts", 1)
     if train.get("members_per_job") is not None:
-        _integer(train["members_per_job"], f"{where}: train.members_per_job", 1)
+        with problems.check():
+            _integer(train["members_per_job"], f"{where}: train.members_per_job", 1)
     if "max_restarts" in train:
-        _integer(train["max_restarts"], f"{where}: train.max_restarts", 0)
+        with problems.check():
+            _integer(train["max_restarts"], f"{where}: train.max_restarts", 0)
     stop = {**STOP_DEFAULTS, **sections["stop"]}
-    _integer(stop["max_iterations"], f"{where}: stop.max_iterations", 1)
-    _integer(stop["dft_budget"], f"{where}: stop.dft_budget", 1)
-    _integer(stop["convergence_patience"], f"{where}: stop.convergence_patience", 1)
+    for key in ("max_iterations", "dft_budget", "convergence_patience"):
+        with problems.check():
+            _integer(stop[key], f"{where}: stop.{key}", 1)
     fraction = stop["convergence_fraction"]
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-        raise SpecError(f"{where}: stop.convergence_fraction must be a number between 0 and 1, got {fraction!r}")
-    return CampaignSpec(
+        problems.add(f"stop.convergence_fraction must be a number between 0 and 1, got {fraction!r}")
+    result = CampaignSpec(
         path=path,
-        name=name.strip(),
+        name=name.strip() if isinstance(name, str) else "",
         codes={k: str(v) for k, v in codes.items() if v},
         structures=structures,
         explore_structures=explore_structures,
         label=label,
         train=train,
         explore=explore,
-        selection=_mapping(spec.get("selection"), f"{where}: selection"),
+        selection=selection,
         stop=stop,
     )
+    if check_codes and codes:
+        with problems.check():
+            result.load_codes()
+    problems.raise_any()
+    return result
+
+
+def _basis_problems(parameters: dict, files: list[Path | None]) -> list[str]:
+    """The PySCF basis problems for the elements of the structure ``files`` (none when PySCF is absent)."""
+    try:
+        from aiida_lmlp.labelling.pyscf_names import basis_problems
+    except ImportError:  # pragma: no cover - PySCF is a dependency; a login node without it checks at run time
+        return []
+    from aiida_lmlp.formats.conformation_arrays import DatasetError, read_frames
+
+    elements: set[str] = set()
+    for path in files:
+        if path is None:
+            continue
+        try:
+            elements.update(s for atoms in read_frames(path) for s in atoms.get_chemical_symbols())
+        except DatasetError:
+            continue  # the file's own problem is reported when it is read for the campaign
+    try:
+        return basis_problems(parameters, elements)
+    except ImportError:  # pragma: no cover - see above
+        return []

@@ -58,11 +58,10 @@ def _launch(spec_path: Path, name: str | None, run: bool):
     from aiida_lmlp.workflows.lifelong import LifelongWorkChain
 
     try:
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, check_codes=True)
         campaign_name = name or spec.name
         if campaign_name in list_campaigns():
             raise SpecError(f"campaign {campaign_name!r} already exists: choose another name with --name")
-        spec.load_codes()
         inputs = spec.build_inputs(campaign_name)
     except SpecError as error:
         raise click.ClickException(str(error)) from None
@@ -108,7 +107,7 @@ def _dry_run(spec_path: Path, name: str | None) -> None:
     from aiida_lmlp.campaign.dry_run import dry_run
 
     try:
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, check_codes=True)
         result = dry_run(spec, name or spec.name)
     except SpecError as error:
         raise click.ClickException(str(error)) from None
@@ -132,7 +131,6 @@ def _campaign_rows() -> list[dict]:
     for node in sorted(query.all(flat=True), key=lambda n: n.pk):
         name = node.base.extras.get("lmlp_campaign", None)
         versions = list_versions(name) if name else []
-        stop = node.outputs.stop_reason.value if "stop_reason" in node.outputs else ""
         rows.append(
             {
                 "pk": node.pk,
@@ -140,10 +138,30 @@ def _campaign_rows() -> list[dict]:
                 "state": node.process_state.value if node.process_state else "created",
                 "exit_status": node.exit_status,
                 "versions": len(versions),
-                "stop_reason": stop,
+                "stop_reason": stop_reason(node),
             }
         )
     return rows
+
+
+def stop_reason(node) -> str:
+    """Why a campaign's work chain stopped: ``stop_reason``, with the exit message if it failed; empty while it runs.
+
+    A campaign that excepted or was killed has no ``stop_reason`` output: then the exception's last
+    line or the kill's process status.
+    """
+    if not node.is_terminated:
+        return ""
+    reason = node.outputs.stop_reason.value if "stop_reason" in node.outputs else ""
+    if node.is_finished_ok:
+        return reason
+    if node.is_excepted:
+        lines = (node.exception or "").strip().splitlines()
+        return f"excepted: {lines[-1] if lines else 'no exception recorded'}"
+    if node.is_killed:
+        return f"killed: {node.process_status or 'no reason recorded'}"
+    message = node.exit_message or f"exit status {node.exit_status}"
+    return f"{reason}: {message}" if reason else f"failed: {message}"
 
 
 @campaign.command("status")
@@ -477,7 +495,7 @@ def quickstart(profile_name, broker, use_zeromq, timeout):
     if not node.is_terminated:
         click.echo(f"still running after {timeout} s; follow it with `lmlp campaign status`")
         return
-    stop = node.outputs.stop_reason.value if "stop_reason" in node.outputs else "?"
+    stop = stop_reason(node)
     click.echo(f"campaign {name} finished in {time.monotonic() - start:.0f} s (exit status {node.exit_status}): {stop}")
     _print_versions(name)
     if not node.is_finished_ok:

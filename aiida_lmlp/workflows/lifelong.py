@@ -191,8 +191,14 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, 
         spec.output_namespace("labelled", valid_type=LmlpDatasetData, dynamic=True, help="Every labelled dataset.")
         spec.output("dropped", valid_type=orm.List, required=False, help="Structures no DFT run could label.")
         spec.output("report", valid_type=orm.Dict, help="Per iteration: screening counts, labelled, dropped, RMSEs.")
-        spec.output("stop_reason", valid_type=orm.Str, help="converged | max_iterations | dft_budget")
-        spec.exit_code(401, "ERROR_INITIAL_LABELLING_FAILED", message="No initial structure could be labelled.")
+        spec.output(
+            "stop_reason",
+            valid_type=orm.Str,
+            help="converged | max_iterations | dft_budget; initial_labelling_failed | training_failed (exit 401, 402)",
+        )
+        spec.exit_code(
+            401, "ERROR_INITIAL_LABELLING_FAILED", message="No initial structure could be labelled: {reasons}"
+        )
         spec.exit_code(402, "ERROR_TRAINING_FAILED", message="Training version {version} failed: {message}")
 
     @classmethod
@@ -278,7 +284,12 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, 
         dropped = node.outputs.dropped.get_list() if "dropped" in node.outputs else []
         self.ctx.dropped.extend(dropped)
         if "labelled" not in node.outputs:
-            return self.exit_codes.ERROR_INITIAL_LABELLING_FAILED
+            reasons = sorted({str(entry.get("reason")) for entry in dropped})
+            shown = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} other reasons" if len(reasons) > 3 else "")
+            self.out("stop_reason", orm.Str("initial_labelling_failed").store())
+            return self.exit_codes.ERROR_INITIAL_LABELLING_FAILED.format(
+                reasons=shown or f"the labelling ended with exit status {node.exit_status}: {node.exit_message}"
+            )
         self._add_to_stream(node.outputs.labelled.pk)
         if dropped and "explore_structures" not in self.inputs:
             # MD from a structure no DFT run could label (a wrong charge or spin, say) only visits more
@@ -368,6 +379,8 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, 
     def training_failed(self, job: str | None, message: str) -> ExitCode:
         """The campaign ends: a version could not be trained."""
         what = f"{job} failed for good" if job else "gathering the member blocks failed"
+        if "stop_reason" not in self.node.outputs:
+            self.out("stop_reason", orm.Str("training_failed").store())
         return self.exit_codes.ERROR_TRAINING_FAILED.format(version=self.ctx.version + 1, message=f"{what}: {message}")
 
     def _register(self, potential: LmlpPotentialData, parent: LmlpPotentialData | None) -> None:
