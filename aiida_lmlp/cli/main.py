@@ -123,12 +123,20 @@ def info(model):
     "--out",
     "out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the structures with lmlp_energy, lmlp_forces and uncertainties as extxyz.",
+    help="Write the structures with lmlp_energy, lmlp_forces and uncertainties as extxyz "
+    "(a skipped one carries lmlp_skipped, the reason).",
 )
 def predict(model, structures, out):
-    """Energies, forces and uncertainties of every structure in an extxyz file."""
+    """Energies, forces and uncertainties of every structure in an extxyz file.
+
+    A structure the model cannot evaluate (an element it lacks, atoms too close, no atoms) is
+    skipped and named with the reason; nothing predicted is an error. Where the structures carry
+    reference energies and forces, the errors against them are reported.
+    """
+    import numpy as np
     from ase.io import write
 
+    from aiida_lmlp.formats.labels import reference_label
     from aiida_lmlp.potential import Ensemble, ModelFileError, StructureError
     from aiida_lmlp.potential.allocator import keep_freed_memory
 
@@ -139,20 +147,61 @@ def predict(model, structures, out):
     except ModelFileError as error:
         raise click.ClickException(str(error)) from None
     frames = _read_structures(structures)
-    click.echo(f"{'#':>5} {'formula':<12} {'E / eV':>16} {'ΔE / eV':>10} {'max ΔF / eV/Å':>14}")
+    if not frames:
+        raise click.ClickException(f"{structures} holds no structures: nothing to predict")
+    labelled = any(reference_label(atoms, "energy") is not None for atoms in frames)
+    reference_header = f" {'E-Eref / meV/atom':>18} {'F RMSE / meV/Å':>15}" if labelled else ""
+    click.echo(f"{'#':>5} {'formula':<12} {'E / eV':>16} {'ΔE / eV':>10} {'max ΔF / eV/Å':>14}{reference_header}")
+    skipped, energy_errors, force_errors = [], [], []
     for index, atoms in enumerate(frames):
+        formula = atoms.get_chemical_formula()
         try:
             p = ensemble.evaluate(atoms)
         except StructureError as error:
-            click.echo(f"{index:>5} skipped: {error}", err=True)
+            skipped.append(f"structure {index} ({formula})")
+            atoms.info["lmlp_skipped"] = str(error)
+            click.echo(f"structure {index} ({formula}) skipped: {error}", err=True)
             continue
         atoms.info["lmlp_energy"] = float(p.energy[0])
         atoms.info["lmlp_energy_uncertainty"] = float(p.energy_uncertainty[0])
         atoms.arrays["lmlp_forces"] = p.forces
         atoms.arrays["lmlp_forces_uncertainty"] = p.forces_uncertainty
+        columns = ""
+        if labelled:
+            energy, forces = reference_label(atoms, "energy"), reference_label(atoms, "forces")
+            energy_column = forces_column = "-"
+            if energy is not None and np.isfinite(energy):
+                energy_errors.append((float(p.energy[0]) - float(energy)) / len(atoms))
+                energy_column = f"{1000 * energy_errors[-1]:.2f}"
+            if forces is not None and np.all(np.isfinite(forces)):
+                difference = (p.forces - np.asarray(forces)).ravel()
+                force_errors.append(difference)
+                forces_column = f"{1000 * np.sqrt(np.mean(difference**2)):.1f}"
+            columns = f" {energy_column:>18} {forces_column:>15}"
         click.echo(
-            f"{index:>5} {atoms.get_chemical_formula():<12} {p.energy[0]:>16.4f} "
-            f"{p.energy_uncertainty[0]:>10.4f} {p.forces_uncertainty.max():>14.4f}"
+            f"{index:>5} {formula:<12} {p.energy[0]:>16.4f} "
+            f"{p.energy_uncertainty[0]:>10.4f} {p.forces_uncertainty.max():>14.4f}{columns}"
+        )
+    predicted = len(frames) - len(skipped)
+    if not predicted:
+        raise click.ClickException(
+            f"nothing was predicted: all {len(frames)} structures were skipped (reasons above); "
+            f"{out or 'no output'} not written"
+        )
+    if skipped:
+        click.echo(f"predicted {predicted} of {len(frames)} structures; skipped {len(skipped)}: {', '.join(skipped)}")
+    if energy_errors or force_errors:
+        energy = (
+            f"energy RMSE {1000 * np.sqrt(np.mean(np.square(energy_errors))):.2f} meV/atom" if energy_errors else ""
+        )
+        forces = (
+            f"force RMSE {1000 * np.sqrt(np.mean(np.square(np.concatenate(force_errors)))):.1f} meV/Å"
+            if force_errors
+            else ""
+        )
+        click.echo(
+            f"against the reference labels of {structures}, {max(len(energy_errors), len(force_errors))} structures: "
+            + ", ".join(part for part in (energy, forces) if part)
         )
     if out:
         write(out, frames, format="extxyz")
