@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -23,9 +24,12 @@ def _read_structures(path: Path):
     from aiida_lmlp.formats.conformation_arrays import DatasetError, read_frames
 
     try:
-        return read_frames(path)
+        frames = read_frames(path)
     except DatasetError as error:
         raise click.ClickException(str(error)) from None
+    if not frames:
+        raise click.ClickException(f"{path} holds no structures (an empty file?)")
+    return frames
 
 
 @main.command("init")
@@ -110,10 +114,16 @@ def info(model):
         f"descriptor     {ensemble.descriptor.kind}, {len(ensemble.descriptor)} functions, "
         f"cutoff {ensemble.descriptor.cutoff:g} Å"
     )
-    click.echo(
-        f"test RMSE      {1000 * ensemble.rmse_energy_per_atom:.3f} meV/atom, {1000 * ensemble.rmse_forces:.3f} meV/Å"
-    )
+    click.echo(f"test RMSE      {_test_rmse_text(ensemble)}")
     click.echo(f"dtype          {config['dtype']}")
+
+
+def _test_rmse_text(ensemble) -> str:
+    """The model's test RMSEs, or why there are none (0 is what a model without any records)."""
+    if ensemble.rmse_energy_per_atom == 0 and ensemble.rmse_forces == 0:
+        trained = bool((ensemble.training_config or {}).get("trainer"))
+        return "not measured: " + ("trained without test conformations" if trained else "untrained")
+    return f"{1000 * ensemble.rmse_energy_per_atom:.3f} meV/atom, {1000 * ensemble.rmse_forces:.3f} meV/Å"
 
 
 @main.command("predict")
@@ -295,10 +305,14 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
         metrics = run_training([Path(p) for p in data], config, Path(out), parent=parent, member_block=block)
     except (ValueError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
-    if metrics:
+    metrics = metrics or {}
+    energy, forces = metrics.get("ensemble_test_rmse_energy_per_atom"), metrics.get("ensemble_test_rmse_forces")
+    if energy is not None and math.isfinite(energy):
+        click.echo(f"wrote {out}: ensemble test RMSE {1000 * energy:.2f} meV/atom, {1000 * forces:.1f} meV/Å")
+    elif metrics:
         click.echo(
-            f"wrote {out}: ensemble test RMSE {1000 * metrics['ensemble_test_rmse_energy_per_atom']:.2f} meV/atom, "
-            f"{1000 * metrics['ensemble_test_rmse_forces']:.1f} meV/Å"
+            f"wrote {out}: no test conformations, so no test RMSE (test_fraction {config['test_fraction']} of the "
+            "data rounds to none; give more data or a larger test_fraction); the uncertainty's floor is 0"
         )
     else:
         click.echo(f"wrote {out}")

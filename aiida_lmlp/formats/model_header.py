@@ -56,7 +56,16 @@ class ModelHeader:
 
 
 def parse_header(data: bytes, path: Path) -> dict:
-    """The JSON header of a safetensors file's bytes; :class:`ModelFileError` if truncated or corrupt."""
+    """The JSON header of a safetensors file's bytes; :class:`ModelFileError` if truncated, corrupt or foreign.
+
+    A safetensors file starts with the header's length (8 bytes) and the header, a JSON object:
+    a file whose ninth byte is not ``{`` is no model file at all (an extxyz file, an image, ...),
+    which is said as such rather than read as an absurd header length.
+    """
+    if len(data) > 8 and data[8:9] != b"{":
+        raise ModelFileError(
+            f"{path} is not an aiida-lmlp model file (nor any safetensors file: it starts with {bytes(data[:16])!r})"
+        )
     if len(data) < 8:
         raise ModelFileError(f"model file {path} is truncated: {len(data)} bytes, not even a header")
     (length,) = struct.unpack("<Q", data[:8])

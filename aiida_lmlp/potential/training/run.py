@@ -66,9 +66,12 @@ def run_training(
     structures = []
     for path in data:
         try:
-            structures.extend(read_frames(path))
+            frames = read_frames(path)
         except DatasetError as error:
             raise ValueError(str(error)) from None
+        if not frames:
+            raise ValueError(f"{path} holds no structures (an empty file?)")
+        structures.extend(frames)
     device = resolve_device(config["device"])
     dtype = getattr(torch, config["dtype"])
     if parent is not None:
