@@ -2,96 +2,28 @@
 
 from __future__ import annotations
 
-import json
-
-from aiida import orm
-from aiida.common import CalcInfo
-from aiida.common.folders import Folder
-
-from aiida_lmlp.data.dataset import LmlpDatasetData
-
-from .base import LmlpCalcJob, dataset_copy
+from .label_batch import SinglePointBatchCalculation
 
 __all__ = ["PyscfCalculation"]
 
 
-def _validate_parameters(parameters: orm.Dict | None, _) -> str | None:
-    if parameters is None:
-        return None
-    from aiida_lmlp.labelling.pyscf_single_points import PyscfParameters
-
-    try:
-        PyscfParameters.from_dict(parameters.get_dict())
-    except ValueError as error:
-        return f"parameters: {error}"
-    return None
-
-
-def _validate_structures(structures: LmlpDatasetData, _) -> str | None:
-    if structures.count == 0:
-        return f"structures: lmlp.dataset<{structures.pk}> is empty: nothing to label"
-    return None
-
-
-class PyscfCalculation(LmlpCalcJob):
+class PyscfCalculation(SinglePointBatchCalculation):
     """Label structures with PySCF (``lmlp label-pyscf``), the embedded-default DFT code.
 
     Converged structures become the ``labelled`` dataset (eV, eV/Å) even when others in the
     batch did not converge, failed or were cut off; those are listed in ``failed``.
     """
 
-    STRUCTURES = "structures.npz"
-    PARAMETERS = "parameters.json"
-    LABELLED = "labelled.extxyz"
-    LABELLED_ARCHIVE = "labelled.npz"
-    STATUS = "status.jsonl"
+    COMMAND = "label-pyscf"
+    CODE = "PySCF"
+    PARSER = "lmlp.pyscf"
+    PARAMETERS_HELP = (
+        "xc, basis, density_fit, dispersion, charge, multiplicity, conv_tol, max_cycle, damping, level_shift, ..."
+    )
 
     @classmethod
-    def define(cls, spec):
-        """Inputs, outputs and exit codes."""
-        super().define(spec)
-        spec.input("structures", valid_type=LmlpDatasetData, validator=_validate_structures)
-        spec.input(
-            "parameters",
-            valid_type=orm.Dict,
-            required=False,
-            validator=_validate_parameters,
-            help="xc, basis, density_fit, charge, multiplicity, conv_tol, max_cycle, damping, level_shift, ...",
-        )
-        spec.inputs["metadata"]["options"]["parser_name"].default = "lmlp.pyscf"
-        spec.output("labelled", valid_type=LmlpDatasetData, required=False, help="Converged single points.")
-        spec.output("failed", valid_type=orm.List, help="Structures without a label: index, id, status, message.")
-        spec.output("output_parameters", valid_type=orm.Dict, help="Counts, method and timings.")
-        spec.default_output_node = "output_parameters"
-        spec.exit_code(300, "ERROR_MISSING_OUTPUT", invalidates_cache=True, message="lmlp label-pyscf wrote no status.")
-        spec.exit_code(
-            310,
-            "ERROR_SCF_NOT_CONVERGED",
-            invalidates_cache=True,
-            message="The SCF did not converge for {count} structure(s) (index {indices}); the others are labelled.",
-        )
-        spec.exit_code(
-            311,
-            "ERROR_STRUCTURE_FAILED",
-            invalidates_cache=True,
-            message="PySCF failed for {count} structure(s): {message}; the others are labelled.",
-        )
-        spec.exit_code(
-            320,
-            "ERROR_TERMINATED",
-            invalidates_cache=True,
-            message="The job was terminated (signal {signal}, wall time or kill) after {completed} of {count} "
-            "structures; the finished ones are labelled.",
-        )
+    def parameters_class(cls):
+        """:class:`~aiida_lmlp.labelling.pyscf_single_points.PyscfParameters`."""
+        from aiida_lmlp.labelling.pyscf_single_points import PyscfParameters
 
-    def prepare_for_submission(self, folder: Folder) -> CalcInfo:
-        """Structures as a conformation archive and the parameters as JSON."""
-        parameters = self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}
-        with folder.open(self.PARAMETERS, "w", encoding="utf-8") as handle:
-            json.dump(parameters, handle, indent=1, sort_keys=True)
-        arguments = ["label-pyscf", "--structures", self.STRUCTURES, "--parameters", self.PARAMETERS]
-        arguments += ["--out", self.LABELLED, "--archive", self.LABELLED_ARCHIVE, "--status", self.STATUS]
-        copies = [dataset_copy(self.inputs.structures, self.STRUCTURES)]
-        return self.calcinfo(
-            arguments, [self.STATUS], copies, retrieve_temporary=[self.LABELLED, self.LABELLED_ARCHIVE]
-        )
+        return PyscfParameters

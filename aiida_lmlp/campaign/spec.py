@@ -26,7 +26,7 @@ SECTIONS = {
     "codes": {"lmlp", "train", "explore", "label"},
     "structures": None,
     "explore_structures": None,
-    "label": {"parameters", "max_attempts", "options"},
+    "label": {"labeller", "protocol", "parameters", "max_attempts", "options"},
     "train": {"parameters", "continue_parameters", "members_per_job", "max_restarts", "options"},
     "explore": {"protocol", "stop_at", "device", "options"},
     "selection": None,  # validated by SelectionSettings
@@ -113,6 +113,19 @@ class CampaignSpec:
 
     # -- into AiiDA ---------------------------------------------------------------------------------
 
+    @property
+    def labeller(self) -> str:
+        """The labeller of the campaign (``label.labeller``, default ``pyscf``)."""
+        return self.label.get("labeller", "pyscf")
+
+    def label_parameters(self) -> dict:
+        """The labeller's settings: ``label.parameters`` as given, or resolved from ``label.protocol``."""
+        if self.label.get("protocol") is None:
+            return dict(self.label.get("parameters") or {})
+        from aiida_lmlp.workflows.labellers import labeller_parameters
+
+        return labeller_parameters(self.labeller, self.label["protocol"], self.label.get("parameters"))
+
     def load_codes(self) -> dict:
         """The AiiDA codes of the three steps (refuses a code the profile does not have)."""
         from aiida import orm
@@ -125,6 +138,12 @@ class CampaignSpec:
                 codes[step] = orm.load_code(label)
             except (NotExistent, MultipleObjectsError) as error:
                 problems.add(f"codes.{step}: code {label!r} cannot be loaded: {error}")
+        plugin = codes["label"].default_calc_job_plugin if "label" in codes else None
+        if self.labeller == "cp2k" and plugin not in (None, "cp2k"):
+            problems.add(
+                f"codes.label: the cp2k labeller runs the cp2k executable, but {self.codes.get('label')!r} is a "
+                f"code for {plugin!r}"
+            )
         problems.raise_any()
         return codes
 
@@ -153,11 +172,7 @@ class CampaignSpec:
             "structures": structures,
             "campaign": orm.Str(campaign or self.name),
             "label": {
-                "pyscf": {
-                    "code": codes["label"],
-                    "parameters": orm.Dict(self.label.get("parameters", {})),
-                    "metadata": options(self.label),
-                },
+                self.labeller: self._labeller_inputs(codes["label"], self.label_parameters()),
                 "max_attempts": orm.Int(self.label.get("max_attempts", 4)),
             },
             "train": {
@@ -187,6 +202,19 @@ class CampaignSpec:
             inputs["explore"]["device"] = orm.Str(self.explore["device"])
         if explore_structures is not None:
             inputs["explore_structures"] = explore_structures
+        return inputs
+
+    def _labeller_inputs(self, code, parameters: dict) -> dict:
+        """The inputs of the labeller's namespace of ``lmlp.label``."""
+        from aiida import orm
+
+        inputs = {"code": code, "parameters": orm.Dict(parameters)}
+        options = dict(self.label.get("options") or {})
+        if self.labeller == "cp2k":  # a work chain of Cp2kCalculations, each with these options
+            if options:
+                inputs["options"] = orm.Dict(options)
+        elif options:
+            inputs["metadata"] = {"options": options}
         return inputs
 
 
@@ -283,18 +311,11 @@ def load_spec(path: str | os.PathLike, *, check_codes: bool = False) -> Campaign
     # each section by the validator of the layer that will use it
     from aiida_lmlp.formats.exploration import ExplorationProtocol, ProtocolError
     from aiida_lmlp.formats.training_config import ConfigError, default_config, merge_config
-    from aiida_lmlp.labelling.pyscf_single_points import ParameterError, PyscfParameters
     from aiida_lmlp.workflows.candidates import TRAJECTORY_STOPS, SelectionSettings, SelectionSettingsError
 
     label, train, explore = sections["label"], sections["train"], sections["explore"]
     with problems.check():
-        label_parameters = _mapping(label.get("parameters"), f"{where}: label.parameters")
-        try:
-            PyscfParameters.from_dict(label_parameters)
-        except ParameterError as error:
-            raise SpecError(f"{where}: label.parameters: {error}") from None
-        for problem in _basis_problems(label_parameters, [structures, explore_structures]):
-            problems.add(f"label.parameters: {problem}")
+        _check_labeller(label, where, structures, explore_structures, codes, problems)
     for key in ("parameters", "continue_parameters"):
         with problems.check():
             try:
@@ -356,6 +377,34 @@ def load_spec(path: str | os.PathLike, *, check_codes: bool = False) -> Campaign
             result.load_codes()
     problems.raise_any()
     return result
+
+
+def _check_labeller(
+    label: dict, where: str, structures: Path | None, explore_structures: Path | None, codes: dict, problems: _Problems
+) -> None:
+    """``label.labeller``, ``label.protocol`` and ``label.parameters``; the extra the labeller needs, named."""
+    from aiida_lmlp.workflows.labellers import LABELLERS, labeller_parameters
+
+    labeller = label.get("labeller", "pyscf")
+    if labeller not in LABELLERS:
+        raise SpecError(f"{where}: label.labeller must be one of {', '.join(LABELLERS)}, got {labeller!r}")
+    missing = LABELLERS[labeller].missing()
+    if missing is not None:
+        raise SpecError(f"{where}: label.labeller: {missing}")
+    if not LABELLERS[labeller].runs_lmlp and not codes.get("label"):
+        problems.add(f"codes.label: the {labeller} labeller needs the AiiDA code of the {labeller} executable")
+    protocol = label.get("protocol")
+    if protocol is not None:
+        _mapping(protocol, f"{where}: label.protocol")
+    parameters = _mapping(label.get("parameters"), f"{where}: label.parameters")
+    try:
+        resolved = labeller_parameters(labeller, protocol, parameters)
+    except ValueError as error:
+        key = "label.protocol" if protocol is not None and "protocol" in str(error) else "label.parameters"
+        raise SpecError(f"{where}: {key}: {error}") from None
+    if labeller == "pyscf":
+        for problem in _basis_problems(resolved, [structures, explore_structures]):
+            problems.add(f"label.parameters: {problem}")
 
 
 def _basis_problems(parameters: dict, files: list[Path | None]) -> list[str]:

@@ -362,6 +362,10 @@ from aiida_lmlp.cli.label_pyscf import label_pyscf as _label_pyscf_command  # no
 
 main.add_command(_label_pyscf_command)
 
+from aiida_lmlp.cli.label_xtb import label_xtb as _label_xtb_command  # noqa: E402
+
+main.add_command(_label_xtb_command)
+
 
 from aiida_lmlp.cli.campaign import campaign as _campaign_group  # noqa: E402
 from aiida_lmlp.cli.campaign import models as _models_group  # noqa: E402

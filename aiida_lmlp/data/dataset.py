@@ -9,8 +9,9 @@ a content-hash id, the same id the trainer uses for its selection state.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiida import orm
@@ -19,7 +20,14 @@ from ase import Atoms
 
 from aiida_lmlp.formats.conformation_arrays import ConformationArrays, DatasetError, read_archive
 
-__all__ = ["DatasetError", "LmlpDatasetData", "merge_datasets", "select_conformations"]
+__all__ = [
+    "ALLOW_MIXED_PROTOCOLS",
+    "DatasetError",
+    "LmlpDatasetData",
+    "merge_datasets",
+    "protocol_conflict",
+    "select_conformations",
+]
 
 ARCHIVE = "conformations.npz"
 
@@ -27,12 +35,27 @@ ARCHIVE = "conformations.npz"
 class LmlpDatasetData(orm.Data):
     """Labelled (or, for exploration output, predicted) conformations; eV, Å, eV/Å."""
 
-    def __init__(self, conformations: ConformationArrays | None = None, *, label_method: str = "", **kwargs):
+    def __init__(
+        self,
+        conformations: ConformationArrays | None = None,
+        *,
+        label_method: str = "",
+        label_protocol: Mapping[str, Any] | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         conformations = conformations if conformations is not None else ConformationArrays.from_atoms([])
         self._cache = conformations
         self.base.repository.put_object_from_bytes(conformations.to_bytes(), ARCHIVE)
         self._set_attributes(conformations, label_method)
+        if label_protocol is not None:
+            from aiida_lmlp.labelling.protocol import LabelProtocol, ProtocolError
+
+            try:
+                protocol = LabelProtocol.from_dict(label_protocol)
+            except ProtocolError as error:
+                raise DatasetError(f"label_protocol: {error}") from None
+            self.base.attributes.set("label_protocol", protocol.to_dict())
 
     def _set_attributes(self, c: ConformationArrays, label_method: str) -> None:
         a = c.arrays
@@ -187,6 +210,12 @@ class LmlpDatasetData(orm.Data):
         return self.base.attributes.get("label_method")
 
     @property
+    def label_protocol(self) -> dict[str, Any] | None:
+        """The :class:`~aiida_lmlp.labelling.protocol.LabelProtocol` of the labels as a dict; None when unknown
+        (labels given by the user, or merged from datasets of different protocols)."""
+        return self.base.attributes.get("label_protocol", None)
+
+    @property
     def ids(self) -> list[str]:
         """Content-hash id of every conformation."""
         return [str(i) for i in self.conformations.arrays["ids"]]
@@ -268,7 +297,12 @@ class LmlpDatasetData(orm.Data):
 
     def subset(self, indices: Sequence[int], **kwargs) -> LmlpDatasetData:
         """A new (unstored) dataset of the conformations at ``indices``."""
-        return LmlpDatasetData(self.conformations.subset(indices), label_method=self.label_method, **kwargs)
+        return LmlpDatasetData(
+            self.conformations.subset(indices),
+            label_method=self.label_method,
+            label_protocol=self.label_protocol,
+            **kwargs,
+        )
 
     # -- checks -------------------------------------------------------------------------------------
 
@@ -289,25 +323,68 @@ class LmlpDatasetData(orm.Data):
         return []
 
 
+ALLOW_MIXED_PROTOCOLS = "allow_mixed_protocols"
+"""The keyword of :func:`merge_datasets` that lets datasets of different label protocols be merged."""
+
+
+def protocol_conflict(datasets: Mapping[str, LmlpDatasetData]) -> str | None:
+    """Why ``datasets`` (name → dataset) must not be merged: two of them record different label protocols.
+
+    The message names both datasets and both protocols; None when every recorded protocol is the
+    same. A dataset without a recorded protocol (labels from elsewhere) conflicts with none.
+    """
+    from aiida_lmlp.labelling.protocol import LabelProtocol
+
+    first: tuple[str, LmlpDatasetData, LabelProtocol] | None = None
+    for name in sorted(datasets):
+        node = datasets[name]
+        if node.label_protocol is None:
+            continue
+        protocol = LabelProtocol.from_dict(node.label_protocol)
+        if first is None:
+            first = (name, node, protocol)
+        elif protocol != first[2]:
+            return (
+                f"label protocols differ: {first[0]} (lmlp.dataset<{first[1].pk}>) was labelled with "
+                f"{first[2].describe()}, {name} (lmlp.dataset<{node.pk}>) with {protocol.describe()}; "
+                f"pass {ALLOW_MIXED_PROTOCOLS}=True to merge them anyway"
+            )
+    return None
+
+
 @calcfunction
 def merge_datasets(**datasets: LmlpDatasetData) -> LmlpDatasetData:
     """One dataset of all conformations of ``datasets`` (in keyword order), each id kept once.
 
     A calcfunction, so every conformation stays traceable to the calculation that labelled it.
+    Datasets labelled with different protocols are refused (a :class:`DatasetError` naming both)
+    unless ``allow_mixed_protocols=orm.Bool(True)`` is passed; the merged dataset records the
+    protocol only when every part has the same one.
     """
-    parts, methods = [], []
+    allow = datasets.pop(ALLOW_MIXED_PROTOCOLS, None)
+    if not (allow is not None and allow.value):
+        conflict = protocol_conflict(datasets)
+        if conflict is not None:
+            raise DatasetError(conflict)
+    parts, methods, protocols = [], [], []
     for key in sorted(datasets):
         node = datasets[key]
         parts.append(node.conformations)
         if node.label_method and node.label_method not in methods:
             methods.append(node.label_method)
+        protocols.append(node.label_protocol)
     merged = ConformationArrays.concatenate(parts)
     _, first = np.unique(merged.arrays["ids"], return_index=True)
     merged = merged.subset(np.sort(first))
-    return LmlpDatasetData(merged, label_method="; ".join(methods))
+    common = protocols[0] if protocols and all(p == protocols[0] for p in protocols) else None
+    return LmlpDatasetData(merged, label_method="; ".join(methods), label_protocol=common)
 
 
 @calcfunction
 def select_conformations(dataset: LmlpDatasetData, indices: orm.List) -> LmlpDatasetData:
     """The conformations of ``dataset`` at ``indices`` (in that order), as a new dataset with provenance."""
-    return LmlpDatasetData(dataset.conformations.subset(list(indices.get_list())), label_method=dataset.label_method)
+    return LmlpDatasetData(
+        dataset.conformations.subset(list(indices.get_list())),
+        label_method=dataset.label_method,
+        label_protocol=dataset.label_protocol,
+    )

@@ -4,7 +4,9 @@ The engine of ``lmlp label-pyscf``, usable in-process too. No aiida, no torch; P
 inside the functions that run it, so importing this module is cheap.
 
 Units: PySCF works in Hartree and Bohr; results leave this module in eV and eV/Å, converted with
-``ase.units`` here and nowhere else.
+``ase.units`` here and nowhere else. The batch machinery (:class:`BatchRecorder`,
+:func:`label_structures`, :func:`run_interruptible`) takes the single point to run as
+``compute``, so that other in-process labellers (``lmlp label-xtb``) write the same files.
 
 Files of a batch (see ``docs/labelling.md``):
 
@@ -32,6 +34,8 @@ from typing import Any, TextIO
 
 import numpy as np
 from ase import Atoms, units
+
+from .protocol import DISPERSIONS, LabelProtocol
 
 __all__ = [
     "BatchRecorder",
@@ -116,6 +120,9 @@ class PyscfParameters:
     """Memory PySCF may use (MB)."""
     threads: int | None = None
     """OpenMP threads for PySCF; None: PySCF's default (``OMP_NUM_THREADS`` or all cores)."""
+    dispersion: str | None = None
+    """Grimme's D3 correction added to energy and forces (the ``dftd3`` package): ``d3bj``
+    (Becke–Johnson damping, as in the lMLP paper's PBE-D3), ``d3zero`` (zero damping) or None."""
 
     def __post_init__(self):
         self._validate()
@@ -129,6 +136,28 @@ class PyscfParameters:
             if key not in known:
                 raise ParameterError(f"unknown parameter {key!r} (known: {', '.join(known)})")
         return cls(**data)
+
+    @classmethod
+    def from_protocol(cls, protocol: LabelProtocol, overrides: Mapping[str, Any] | None = None) -> PyscfParameters:
+        """Parameters for a ``pyscf`` protocol (method → ``xc``, basis, dispersion), with code ``overrides``.
+
+        Refuses what molecular PySCF does not do here: a cutoff, k-points, smearing, ``spin: unrestricted``.
+        """
+        if protocol.labeller != "pyscf":
+            raise ParameterError(f"protocol of labeller {protocol.labeller!r} given to the pyscf labeller")
+        for key in ("cutoff", "kpoint_density", "smearing"):
+            if getattr(protocol, key) is not None:
+                raise ParameterError(f"protocol {key!r}: the PySCF labeller computes molecules only, without it")
+        if protocol.spin != "auto":
+            raise ParameterError("protocol 'spin': PySCF runs singlets restricted ('auto' only)")
+        physics = {"xc": protocol.method, "dispersion": protocol.dispersion}
+        if protocol.basis is not None:
+            physics["basis"] = protocol.basis
+        overrides = dict(overrides or {})
+        clash = sorted(set(physics) & set(overrides))
+        if clash:
+            raise ParameterError(f"parameter {clash[0]!r} is part of the protocol: set it there, not in parameters")
+        return cls.from_dict({**physics, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved parameters as JSON-compatible values (every key, defaults filled in)."""
@@ -158,7 +187,32 @@ class PyscfParameters:
         else:
             basis = ",".join(f"{element}:{name}" for element, name in sorted(self.basis.items()))
         fitting = (" RI-JK" if self.is_hybrid else " RI-J") if self.density_fit else ""
-        return f"{xc}/{basis}{fitting} (PySCF {pyscf.__version__})"
+        dispersion = {"d3bj": "-D3(BJ)", "d3zero": "-D3(0)"}.get(self.dispersion or "", "")
+        return f"{xc}{dispersion}/{basis}{fitting} (PySCF {pyscf.__version__})"
+
+    def protocol(self) -> LabelProtocol:
+        """The physics of these settings as a :class:`~aiida_lmlp.labelling.protocol.LabelProtocol`."""
+        if isinstance(self.basis, str):
+            basis = self.basis
+        else:
+            basis = ",".join(f"{element}:{name}" for element, name in sorted(self.basis.items()))
+        method = "HF" if self.is_hartree_fock else self.xc
+        return LabelProtocol(labeller="pyscf", method=method, basis=basis, dispersion=self.dispersion)
+
+    def code_versions(self) -> dict[str, str]:
+        """Versions of the libraries that compute the labels (written to the batch's start event)."""
+        import pyscf
+
+        versions = {"pyscf": pyscf.__version__}
+        if self.dispersion:
+            from importlib.metadata import version
+
+            versions["dftd3"] = version("dftd3")
+        return versions
+
+    def convergence_text(self) -> str:
+        """The SCF limits, for the message of a structure that did not converge."""
+        return f"max_cycle {self.max_cycle}, conv_tol {self.conv_tol:g} Eh"
 
     def _validate(self):
         def fail(key, problem):
@@ -211,6 +265,13 @@ class PyscfParameters:
             fail("max_memory", "must be a positive number (MB)")
         if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
             fail("threads", "must be an integer ≥ 1 or null")
+        if self.dispersion is not None and self.dispersion not in DISPERSIONS:
+            fail("dispersion", f"must be one of {', '.join(DISPERSIONS)} or null")
+        if self.dispersion is not None:
+            try:
+                _d3_parameters(self.xc, self.dispersion)
+            except (ImportError, ValueError) as error:
+                fail("dispersion", str(error))
 
 
 @dataclass(frozen=True)
@@ -233,6 +294,8 @@ class SinglePointResult:
     """Wall time of the SCF and gradient (s)."""
     second_order_cycles: int = 0
     """Macro cycles of the second-order solver after DIIS gave up (0: DIIS converged or none ran)."""
+    stress: np.ndarray | None = None
+    """Stress (3, 3) in eV/Å³ of a periodic cell (ASE's sign: positive under tension); None for molecules."""
 
 
 def _integer_info(atoms: Atoms, key: str, default: int) -> int:
@@ -328,6 +391,11 @@ def _run_pyscf(atoms: Atoms, parameters: PyscfParameters, charge: int, multiplic
         gradient = mf.nuc_grad_method()
         gradient.verbose = 0
         forces = -np.asarray(gradient.kernel(), dtype=float) * HARTREE_PER_BOHR
+    if parameters.dispersion:
+        dispersion_energy, dispersion_gradient = d3_correction(atoms, parameters.xc, parameters.dispersion)
+        e_tot = float(e_tot) + dispersion_energy
+        if forces is not None:
+            forces = forces - dispersion_gradient * HARTREE_PER_BOHR
     return SinglePointResult(
         energy=float(e_tot) * HARTREE,
         forces=forces,
@@ -338,6 +406,33 @@ def _run_pyscf(atoms: Atoms, parameters: PyscfParameters, charge: int, multiplic
         seconds=time.perf_counter() - start,
         second_order_cycles=newton_cycles,
     )
+
+
+def _d3_parameters(xc: str, damping: str):
+    """dftd3's damping parameters of ``xc`` (no three-body term); ValueError when it has none."""
+    try:
+        from dftd3.interface import RationalDampingParam, ZeroDampingParam
+    except ImportError as error:  # a dependency of aiida-lmlp: only a broken install lacks it
+        raise ImportError(f"D3 dispersion needs the dftd3 package (pip install dftd3): {error}") from None
+    parameter_class = RationalDampingParam if damping == "d3bj" else ZeroDampingParam
+    try:
+        return parameter_class(method=xc.lower(), atm=False)
+    except Exception as error:  # dftd3 raises its own error type for a functional it does not know
+        raise ValueError(f"dftd3 has no {damping} parameters for the functional {xc!r} ({error})") from None
+
+
+def d3_correction(atoms: Atoms, xc: str, damping: str) -> tuple[float, np.ndarray]:
+    """Grimme's D3 energy (Eh) and its gradient (Eh/Bohr, (N, 3)) for the functional ``xc`` (``dftd3`` package).
+
+    ``damping``: ``d3bj`` (rational, Becke–Johnson) or ``d3zero``; the three-body term is left out,
+    as in the usual PBE-D3. Raises ``ValueError`` for a functional without D3 parameters.
+    """
+    from dftd3.interface import DispersionModel
+
+    parameters = _d3_parameters(xc, damping)
+    model = DispersionModel(atoms.numbers, atoms.positions / units.Bohr)
+    result = model.get_dispersion(parameters, grad=True)
+    return float(result["energy"]), np.asarray(result["gradient"], dtype=float)
 
 
 @dataclass
@@ -388,22 +483,27 @@ class BatchRecorder:
         self._status.write(json.dumps(record) + "\n")
         self._status.flush()
 
-    def start(self, count: int, parameters: PyscfParameters):
-        """Write the ``start`` event."""
-        import pyscf
+    def start(self, count: int, parameters: Any):
+        """Write the ``start`` event: the count, the parameters, the protocol and the code versions.
 
+        ``parameters``: :class:`PyscfParameters` or another labeller's settings with the same
+        ``to_dict``, ``protocol`` and ``code_versions`` methods.
+        """
+        versions = parameters.code_versions()
         with self._lock:
             if self._closed:
                 return
             self.summary.count = count
-            self._line(
-                {
-                    "event": "start",
-                    "count": count,
-                    "parameters": parameters.to_dict(),
-                    "pyscf_version": pyscf.__version__,
-                }
-            )
+            record = {
+                "event": "start",
+                "count": count,
+                "parameters": parameters.to_dict(),
+                "protocol": parameters.protocol().to_dict(),
+                "versions": versions,
+            }
+            if "pyscf" in versions:
+                record["pyscf_version"] = versions["pyscf"]
+            self._line(record)
 
     def record(self, record: dict[str, Any], frame: Atoms | None = None):
         """Append ``frame`` (a converged structure) to the extxyz file, then the structure's status line."""
@@ -452,7 +552,7 @@ class BatchRecorder:
         try:
             write_frames(self._archive, self._labelled)
         except (OSError, ValueError) as error:  # the extxyz stays the record; its reader reports the problem
-            print(f"lmlp label-pyscf: no archive {self._archive}: {error}", file=sys.stderr)
+            print(f"lmlp: no archive {self._archive}: {error}", file=sys.stderr)
 
     def terminate(self, signum: int, timeout: float = 10.0) -> bool:
         """Write the ``terminated`` event (unless the batch already closed); True if it was written.
@@ -496,20 +596,29 @@ def _labelled_frame(atoms: Atoms, index: int, result: SinglePointResult, method:
         seconds=seconds,
     )
     frame.arrays["forces"] = np.asarray(result.forces, dtype=float)
+    if result.stress is not None:
+        frame.info["stress"] = np.asarray(result.stress, dtype=float)
     return frame
+
+
+Compute = Callable[[Atoms, Any], SinglePointResult]
+"""A single point: ``(atoms, parameters) -> SinglePointResult``."""
 
 
 def label_structures(
     structures: Iterable[Atoms],
-    parameters: PyscfParameters,
+    parameters: Any,
     recorder: BatchRecorder,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    compute: Compute | None = None,
 ) -> BatchSummary:
     """Label every structure through ``recorder`` (start event, one line per structure, finished event).
 
-    A structure whose single point raises is recorded as ``error`` and the batch goes on;
-    ``progress`` (if given) receives every status line.
+    ``compute`` runs one single point (default: PySCF's :func:`single_point`). A structure whose
+    single point raises is recorded as ``error`` and the batch goes on; ``progress`` (if given)
+    receives every status line.
     """
+    compute = compute or single_point
     structures = list(structures)
     recorder.start(len(structures), parameters)
     method = parameters.method_label()
@@ -519,8 +628,8 @@ def label_structures(
         record.update(index=index, status="error")
         frame = None
         try:
-            result = single_point(atoms, parameters)
-        except Exception as error:  # PySCF raises many types; the batch goes on
+            result = compute(atoms, parameters)
+        except Exception as error:  # the codes raise many types; the batch goes on
             record["message"] = _one_line(f"{type(error).__name__}: {error}")
             result = None
         record["seconds"] = round(time.perf_counter() - start, 3)
@@ -535,8 +644,8 @@ def label_structures(
                 record["status"] = "not_converged"
                 newton = f" + {result.second_order_cycles} second-order" if result.second_order_cycles else ""
                 record["message"] = (
-                    f"SCF not converged in {result.cycles}{newton} cycles (max_cycle {parameters.max_cycle}, "
-                    f"conv_tol {parameters.conv_tol:g} Eh); last energy {result.energy:.6f} eV"
+                    f"SCF not converged in {result.cycles}{newton} cycles ({parameters.convergence_text()}); "
+                    f"last energy {result.energy:.6f} eV"
                 )
         recorder.record(record, frame)
         if progress is not None:
@@ -546,24 +655,27 @@ def label_structures(
 
 def label_batch(
     structures: Iterable[Atoms],
-    parameters: PyscfParameters,
+    parameters: Any,
     out: str | Path,
     status: str | Path,
     progress: Callable[[dict[str, Any]], None] | None = None,
     archive: str | Path | None = None,
+    compute: Compute | None = None,
 ) -> BatchSummary:
     """Label ``structures`` in this thread, writing ``out`` (extxyz), ``status`` (JSON lines) and ``archive``."""
     with BatchRecorder(out, status, archive) as recorder:
-        return label_structures(structures, parameters, recorder, progress)
+        return label_structures(structures, parameters, recorder, progress, compute)
 
 
 def run_interruptible(
     structures: Iterable[Atoms],
-    parameters: PyscfParameters,
+    parameters: Any,
     out: str | Path,
     status: str | Path,
     progress: Callable[[dict[str, Any]], None] | None = None,
     archive: str | Path | None = None,
+    compute: Compute | None = None,
+    name: str = "lmlp label-pyscf",
 ) -> BatchSummary:
     """``label_batch`` for a process of its own: SIGTERM/SIGINT record ``terminated`` and exit 128+signal.
 
@@ -574,21 +686,21 @@ def run_interruptible(
     ``label_batch`` unprotected. An exception in the batch is re-raised here.
     """
     if threading.current_thread() is not threading.main_thread():
-        return label_batch(structures, parameters, out, status, progress, archive)
+        return label_batch(structures, parameters, out, status, progress, archive, compute)
     structures = list(structures)
     recorder = BatchRecorder(out, status, archive)
     outcome: dict[str, Any] = {}
 
     def work():
         try:
-            outcome["summary"] = label_structures(structures, parameters, recorder, progress)
+            outcome["summary"] = label_structures(structures, parameters, recorder, progress, compute)
         except BaseException as error:  # re-raised in the main thread: a crash stays a crash
             outcome["error"] = error
 
     def on_signal(signum, _frame):
         if recorder.terminate(signum):
             print(
-                f"lmlp label-pyscf: stopped by signal {signum} after {recorder.summary.completed} of "
+                f"{name}: stopped by signal {signum} after {recorder.summary.completed} of "
                 f"{len(structures)} structures",
                 file=sys.stderr,
             )
@@ -599,7 +711,7 @@ def run_interruptible(
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        worker = threading.Thread(target=work, name="lmlp-label-pyscf", daemon=True)
+        worker = threading.Thread(target=work, name=name.replace(" ", "-"), daemon=True)
         worker.start()
         while worker.is_alive():
             worker.join(timeout=1.0)

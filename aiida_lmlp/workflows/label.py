@@ -1,14 +1,19 @@
-"""``lmlp.label``: DFT labelling that survives non-converging SCFs, crashes and wall-time kills.
+"""``lmlp.label``: reference labelling that survives non-converging SCFs, crashes and wall-time kills.
 
-A :class:`~aiida.engine.BaseRestartWorkChain` around :class:`PyscfCalculation`. Each
-iteration labels the structures still pending; what converged is kept, whatever happened to
-the rest of the batch. Process handlers decide the next attempt:
+A :class:`~aiida.engine.BaseRestartWorkChain` around the batch process of one labeller
+(:mod:`aiida_lmlp.workflows.labellers`): ``pyscf`` (``lmlp.pyscf``), ``xtb`` (``lmlp.xtb``) or
+``cp2k`` (``lmlp.cp2k_batch``, aiida-cp2k), chosen by the input namespace given. Each iteration
+labels the structures still pending; what converged is kept, whatever happened to the rest of
+the batch. Process handlers decide the next attempt, for every labeller alike:
 
-* SCF not converged → retry those structures with twice the cycles each time, from the second
-  retry on with damping 0.5, from the third on with a level shift of 0.25 Eh as well;
+* SCF not converged → retry those structures with the labeller's escalation (PySCF: twice the
+  cycles each time, from the second retry on damping 0.5, from the third a level shift of
+  0.25 Eh as well; CP2K: twice MAX_SCF, then diagonalization with gentler mixing, then a level
+  shift; xTB: twice the iterations, then a gentler mixer);
 * wall time or a kill (SIGTERM) → resubmit the unfinished structures;
-* a crash → resubmit the unfinished structures (the one in flight counts an attempt);
-* PySCF refuses a structure (impossible charge/spin, no basis) → that structure is dropped.
+* a crash → resubmit the unfinished structures (the one in flight, or the one whose
+  calculation crashed, counts an attempt); an output without forces counts as a crash;
+* the code refuses a structure (impossible charge/spin, no basis) → that structure is dropped.
 
 A structure that never converges within ``max_attempts`` is dropped and recorded in the
 ``dropped`` output: never fatal to a campaign. Enable caching for ``lmlp.pyscf``
@@ -20,38 +25,69 @@ from __future__ import annotations
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_handler, while_
+from aiida.engine import BaseRestartWorkChain, ExitCode, ProcessHandlerReport, process_handler, while_
 
 from aiida_lmlp.calculations.pyscf import PyscfCalculation
+from aiida_lmlp.calculations.xtb import XtbCalculation
 from aiida_lmlp.data.dataset import LmlpDatasetData, merge_datasets, select_conformations
 from aiida_lmlp.overrides.checkpoints import InputsEncodedOnce
 from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
+from aiida_lmlp.workflows.labellers import LABELLERS
+from aiida_lmlp.workflows.labellers.cp2k import Cp2kBatchWorkChain
 from aiida_lmlp.workflows.links import outputs_of
 from aiida_lmlp.workflows.reporting import CallerNamedReport
 
 __all__ = ["LabelWorkChain"]
 
-# successive retries of structures whose SCF did not converge: twice the cycles every time, then
-# damping, then a level shift as well
-# (PySCF damps only before DIIS starts, hence the later DIIS start with damping)
-SCF_ESCALATION = (
-    {},
-    {"damping": 0.5, "diis_start_cycle": 4},
-    {"damping": 0.5, "diis_start_cycle": 4, "level_shift": 0.25},
-)
-DEFAULT_MAX_CYCLE = 100
+# the batch processes, by labeller (the input namespaces of lmlp.label)
+BATCH_PROCESSES = {"pyscf": PyscfCalculation, "xtb": XtbCalculation, "cp2k": Cp2kBatchWorkChain}
+CODE_NAMES = {"pyscf": "PySCF", "xtb": "tblite", "cp2k": "CP2K"}
+# the exit statuses every batch process shares (aiida_lmlp.workflows.labellers), and a CalcJob's wall time
+SCF_FAILURES = [ExitCode(310), ExitCode(311)]
+INTERRUPTIONS = [ExitCode(320), ExitCode(120), ExitCode(303)]
+CRASHED = 303
+
+
+def _validate_inputs(inputs: dict, _) -> str | None:
+    given = [name for name in BATCH_PROCESSES if name in inputs and "code" in inputs[name]]
+    if len(given) != 1:
+        names = ", ".join(BATCH_PROCESSES)
+        found = f"got {', '.join(given)}" if given else "got none"
+        return f"give the code of exactly one labeller namespace ({names}); {found}"
+    problem = LABELLERS[given[0]].missing()
+    if problem is not None:
+        return problem
+    return None
 
 
 class LabelWorkChain(CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuousQueries, BaseRestartWorkChain):
-    """Label a dataset's structures with PySCF; keep every converged structure, drop and record the hopeless."""
+    """Label a dataset's structures with one labeller; keep every converged structure, drop and record the hopeless."""
 
     _process_class = PyscfCalculation
+
+    @property
+    def labeller(self) -> str:
+        """The labeller of this run: the namespace whose code was given (``pyscf`` before the inputs are known)."""
+        inputs = self.inputs or {}
+        return next((name for name in BATCH_PROCESSES if name in inputs and "code" in inputs[name]), "pyscf")
+
+    @property
+    def process_class(self):
+        """The batch process of the labeller."""
+        return BATCH_PROCESSES[self.labeller]
 
     @classmethod
     def define(cls, spec):
         """Inputs, outline, outputs and exit codes."""
         super().define(spec)
-        spec.expose_inputs(PyscfCalculation, namespace="pyscf", exclude=("structures",))
+        for name, process in BATCH_PROCESSES.items():
+            spec.expose_inputs(
+                process,
+                namespace=name,
+                exclude=("structures",),
+                namespace_options={"required": False, "populate_defaults": False, "help": f"Label with {name}."},
+            )
+        spec.inputs.validator = _validate_inputs
         spec.input("structures", valid_type=LmlpDatasetData, help="The structures to label (labels are ignored).")
         spec.input(
             "max_attempts",
@@ -73,9 +109,9 @@ class LabelWorkChain(CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuousQu
         )
 
     def setup(self):
-        """Every structure pending, the calculation inputs from the ``pyscf`` namespace."""
+        """Every structure pending, the batch inputs from the labeller's namespace."""
         super().setup()
-        self.ctx.inputs = AttributeDict(self.exposed_inputs(PyscfCalculation, "pyscf"))
+        self.ctx.inputs = AttributeDict(self.exposed_inputs(self.process_class, self.labeller))
         # the count only: the ids are read from the dataset when a structure is dropped (rarely),
         # not at every start and into every checkpoint
         self.ctx.count = self.inputs.structures.count
@@ -134,15 +170,22 @@ class LabelWorkChain(CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuousQu
                     self._drop(index, f"no result after {self.ctx.attempts[str(index)]} attempts")
             self.ctx.pending = pending
             return
-        crashed = node.exit_status == PyscfCalculation.exit_codes.ERROR_CRASHED.status
+        # a batch that crashed without saying which structure: the first one not attempted was in flight
+        crashed = node.exit_status == CRASHED and not any(e["status"] == "crashed" for e in failed.values())
         in_flight = min((i for i, e in failed.items() if e["status"] == "not_attempted"), default=None)
+        code = CODE_NAMES[self.labeller]
         for position, index in enumerate(batch):
             entry = failed.get(position)
             if entry is None:
                 continue  # converged
             status = entry["status"]
             if status == "error":
-                self._drop(index, f"PySCF error: {entry['message']}")
+                self._drop(index, f"{code} error: {entry['message']}")
+            elif status == "crashed":
+                if self._attempt(index):
+                    pending.append(index)
+                else:
+                    self._drop(index, f"{code} crashed on it {self.ctx.attempts[str(index)]} times: {entry['message']}")
             elif status == "not_converged":
                 self.ctx.last_not_converged = True
                 if self._attempt(index):
@@ -177,35 +220,19 @@ class LabelWorkChain(CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuousQu
 
     # -- handlers -----------------------------------------------------------------------------------
 
-    @process_handler(
-        priority=500,
-        exit_codes=[
-            PyscfCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED,
-            PyscfCalculation.exit_codes.ERROR_STRUCTURE_FAILED,
-        ],
-    )
+    @process_handler(priority=500, exit_codes=SCF_FAILURES)
     def handle_scf_not_converged(self, node):
-        """More SCF cycles, then damping, then a level shift for the structures that did not converge."""
+        """The labeller's next SCF escalation for the structures that did not converge."""
         if not self.ctx.last_not_converged:
-            return ProcessHandlerReport(do_break=True)  # only PySCF errors: those structures are dropped
+            return ProcessHandlerReport(do_break=True)  # only refused structures: those are dropped
         parameters = self.ctx.inputs.parameters.get_dict() if "parameters" in self.ctx.inputs else {}
-        step = SCF_ESCALATION[min(self.ctx.scf_retries, len(SCF_ESCALATION) - 1)]
-        parameters["max_cycle"] = 2 * int(parameters.get("max_cycle", DEFAULT_MAX_CYCLE))
-        for key, value in step.items():
-            parameters[key] = max(parameters.get(key, 0), value)
+        parameters = LABELLERS[self.labeller].escalate(parameters, self.ctx.scf_retries)
         self.ctx.scf_retries += 1
         self.ctx.inputs.parameters = orm.Dict(parameters)
         self.report(f"SCF not converged: retrying with {parameters}")
         return ProcessHandlerReport(do_break=True)
 
-    @process_handler(
-        priority=400,
-        exit_codes=[
-            PyscfCalculation.exit_codes.ERROR_TERMINATED,
-            PyscfCalculation.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME,
-            PyscfCalculation.exit_codes.ERROR_CRASHED,
-        ],
-    )
+    @process_handler(priority=400, exit_codes=INTERRUPTIONS)
     def handle_interrupted(self, node):
         """Wall time, kill or crash: resubmit the structures that did not finish."""
         self.report(f"{self.ctx.process_name}<{node.pk}> was interrupted ({node.exit_message}); resubmitting the rest")

@@ -31,7 +31,7 @@ from aiida_lmlp.registry import register_version
 
 from .data_stream import segments_to_merge
 from .ensemble_training import DEFAULT_MAX_RESTARTS, EnsembleTraining, TrainingRequest
-from .label import LabelWorkChain
+from .label import BATCH_PROCESSES, LabelWorkChain
 from .links import outputs_of
 from .reporting import CallerNamedReport
 from .screening import screen_candidates
@@ -81,14 +81,42 @@ def _validate_fraction(value: orm.Float | None, _) -> str | None:
     return None
 
 
+def _protocol_mismatch(structures: LmlpDatasetData, label: dict, labeller: str) -> str | None:
+    """Why labelled initial ``structures`` must not join the campaign's labels: another label protocol."""
+    from aiida_lmlp.labelling.protocol import LabelProtocol
+
+    from .labellers import LABELLERS
+
+    if structures.label_protocol is None:
+        return None
+    parameters = label["parameters"].get_dict() if "parameters" in label else {}
+    try:
+        campaign = LABELLERS[labeller].parameters_class().from_dict(parameters).protocol()
+    except ValueError:
+        return None  # the labeller's own validation names the problem
+    given = LabelProtocol.from_dict(structures.label_protocol)
+    if given == campaign:
+        return None
+    return (
+        f"structures (lmlp.dataset<{structures.pk}>) were labelled with {given.describe()}, but the campaign labels "
+        f"with {campaign.describe()}; set allow_mixed_protocols to train on both"
+    )
+
+
 def _validate_inputs(inputs: dict, _) -> str | None:
     structures = inputs.get("structures")
     parent = inputs.get("parent_potential")
     if structures is not None and structures.count == 0:
         return "structures: the initial dataset is empty"
+    label = inputs.get("label", {})
+    labellers = [name for name in BATCH_PROCESSES if name in label and "code" in label[name]]
     if structures is not None and structures.base.attributes.get("labelled_count") < structures.count:
-        if "label" not in inputs or "pyscf" not in inputs["label"] or "code" not in inputs["label"]["pyscf"]:
-            return "structures are unlabelled: give label.pyscf.code to label them first"
+        if not labellers:
+            return "structures are unlabelled: give the code of a labeller (label.pyscf.code, label.cp2k.code ...)"
+    if structures is not None and len(labellers) == 1:
+        problem = _protocol_mismatch(structures, label[labellers[0]], labellers[0])
+        if problem is not None and not inputs.get("allow_mixed_protocols", orm.Bool(False)).value:
+            return problem
     if parent is None and "train" not in inputs:
         return "give train (the training settings) or a parent_potential"
     return None
@@ -169,6 +197,12 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, 
             "(aiida_lmlp.workflows.data_stream): the training's inputs grow as log(iterations).",
         )
         spec.input("campaign", valid_type=orm.Str, required=False, help="Registry name (default: lifelong-<pk>).")
+        spec.input(
+            "allow_mixed_protocols",
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(False),
+            help="Train on labelled initial structures of another label protocol than the campaign's labeller.",
+        )
         spec.inputs.validator = _validate_inputs
         spec.outline(
             cls.setup,
@@ -315,11 +349,16 @@ class LifelongWorkChain(EnsembleTraining, CallerNamedReport, InputsEncodedOnce, 
         while count := segments_to_merge([tier for _, tier in self.ctx.stream], width):
             segments = self.ctx.stream[-count:]
             tier = segments[-1][1] + 1
+            allow = {"allow_mixed_protocols": self.inputs.allow_mixed_protocols} if self._mixed_allowed() else {}
             merged = merge_datasets(
                 **{f"s{i:03d}": self._data_node(pk) for i, (pk, _) in enumerate(segments)},
+                **allow,
                 metadata={"call_link_label": f"merge_stream_{self.ctx.iteration:03d}_tier{tier}"},
             )
             self.ctx.stream = [*self.ctx.stream[:-count], [merged.pk, tier]]
+
+    def _mixed_allowed(self) -> bool:
+        return "allow_mixed_protocols" in self.inputs and self.inputs.allow_mixed_protocols.value
 
     def _data_node(self, pk: int) -> orm.Node:
         """The stored data node ``pk``, loaded once while this process is in memory.

@@ -195,6 +195,7 @@ def test_defaults_and_round_trip():
         "grid_level": 3,
         "max_memory": 2000,
         "threads": None,
+        "dispersion": None,
     }
     custom = {"xc": "hf", "basis": {"H": "sto-3g", "Cl": "3-21g"}, "multiplicity": 2, "threads": 1}
     assert PyscfParameters.from_dict(PyscfParameters.from_dict(custom).to_dict()).to_dict()["basis"] == custom["basis"]
