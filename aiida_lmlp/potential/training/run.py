@@ -12,7 +12,7 @@ from aiida_lmlp.potential.descriptors.eeacsf import EeACSF
 from aiida_lmlp.potential.model.ensemble import Ensemble
 from aiida_lmlp.potential.model.member_blocks import split_trained
 from aiida_lmlp.potential.training.batches import reference_label
-from aiida_lmlp.potential.training.trainer import Trainer
+from aiida_lmlp.potential.training.trainer import Trainer, filter_training_data
 
 __all__ = ["fit_reference_energies", "metrics_path_for", "resolve_device", "run_training"]
 
@@ -72,6 +72,14 @@ def run_training(
         if not frames:
             raise ValueError(f"{path} holds no structures (an empty file?)")
         structures.extend(frames)
+    # a new model is set up (elements, references, standardisation) from the usable frames only;
+    # the trainer gets every frame and names each one it skips
+    everything = structures
+    if parent is None:
+        present = sorted({s for atoms in everything for s in atoms.get_chemical_symbols()})
+        structures, _, report = filter_training_data(everything, present, config["force_cap"], cutoff=config["cutoff"])
+        if not structures:
+            raise ValueError(report.nothing_usable())
     device = resolve_device(config["device"])
     dtype = getattr(torch, config["dtype"])
     if parent is not None:
@@ -96,7 +104,7 @@ def run_training(
             member_offset=config["member_offset"],
         ).to(device)
         model.initialize_standardization([a for a in structures if set(a.get_chemical_symbols()) <= set(elements)])
-    trainer = Trainer(model, structures, config)
+    trainer = Trainer(model, everything, config)
     metrics = metrics_path_for(out)
     if parent is None and metrics.exists():
         # a new model starts a new history; a continued one (--continue-from) appends to its own

@@ -130,24 +130,68 @@ def make_optimizer(model: Ensemble, config: dict) -> torch.optim.Optimizer | Ext
 
 @dataclass
 class DataReport:
-    """What happened to the input conformations."""
+    """What happened to the input conformations: counts per reason, and every skipped frame by its index."""
 
     total: int = 0
     kept: int = 0
     duplicates: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    bad: list[tuple[int, str]] = field(default_factory=list)
+    """``(index in the input, reason)`` of every skipped frame."""
+    formulas: dict[int, str] = field(default_factory=dict)
+
+    #: skipped frames listed one per line in :meth:`summary` (the counts cover them all)
+    LISTED = 50
 
     def summary(self) -> str:
-        """One line for a log."""
+        """A line for a log, then one line per skipped frame: its index, formula and reason."""
         skipped = ", ".join(f"{n} {why}" for why, n in self.skipped.items() if n) or "none"
-        return f"{self.kept} of {self.total} conformations used; skipped: {skipped}; duplicates: {self.duplicates}"
+        lines = [f"{self.kept} of {self.total} conformations used; skipped: {skipped}; duplicates: {self.duplicates}"]
+        for index, reason in self.bad[: self.LISTED]:
+            lines.append(f"  skipped frame {index} ({self.formulas.get(index, '?')}): {reason}")
+        if len(self.bad) > self.LISTED:
+            lines.append(f"  ... and {len(self.bad) - self.LISTED} more skipped frames")
+        return "\n".join(lines)
+
+    def nothing_usable(self) -> str:
+        """The error when no frame is left: the first skipped frames with their reasons."""
+        named = "; ".join(f"frame {i} ({self.formulas.get(i, '?')}): {why}" for i, why in self.bad[:10])
+        more = f"; and {len(self.bad) - 10} more" if len(self.bad) > 10 else ""
+        return f"no usable training conformations among {self.total}: {named or 'none given'}{more}"
 
 
-def filter_training_data(structures: Sequence[Atoms], elements: Sequence[str], force_cap: float):
+def _geometry_problem(atoms: Atoms, elements: Sequence[str], cutoff: float, min_distance: float) -> str | None:
+    """Why ``atoms`` cannot be evaluated (atoms too close, a bad cell, ...), as the model would refuse it."""
+    from aiida_lmlp.formats.errors import StructureError
+    from aiida_lmlp.potential.descriptors.neighbors import build_graph
+
+    try:
+        build_graph([atoms], elements, cutoff, min_distance=min_distance, labels=["frame"])
+    except StructureError as error:
+        return str(error).removeprefix("structure 'frame': ").removeprefix("frame: ")
+    return None
+
+
+def filter_training_data(
+    structures: Sequence[Atoms],
+    elements: Sequence[str],
+    force_cap: float,
+    *,
+    cutoff: float | None = None,
+    min_distance: float | None = None,
+):
     """Keep conformations with finite energy and forces within ``force_cap``; report the rest.
+
+    With ``cutoff``, a conformation the model cannot evaluate (two atoms closer than
+    ``min_distance``, a periodic cell narrower than the cutoff, ...) is skipped as well. Every
+    skipped frame is named in the report with its index and reason: one bad frame never stops
+    a training, which stops only when nothing usable is left (:class:`Trainer`).
 
     Returns ``(kept structures, their ids, DataReport)``. Never uses a bad label silently.
     """
+    from aiida_lmlp.potential.descriptors.neighbors import DEFAULT_MIN_DISTANCE
+
+    min_distance = DEFAULT_MIN_DISTANCE if min_distance is None else min_distance
     report = DataReport(total=len(structures))
     reasons = {
         "missing energy": 0,
@@ -155,26 +199,41 @@ def filter_training_data(structures: Sequence[Atoms], elements: Sequence[str], f
         "NaN or infinite labels": 0,
         f"force above {force_cap:g} eV/Å": 0,
         "element not in the model": 0,
+        "geometry the model cannot evaluate": 0,
     }
     kept, ids, seen = [], [], set()
-    for atoms in structures:
+
+    def skip(index: int, atoms: Atoms, why: str, reason: str) -> None:
+        reasons[why] += 1
+        report.bad.append((index, reason))
+        report.formulas[index] = atoms.get_chemical_formula()
+
+    for index, atoms in enumerate(structures):
         energy, forces = reference_label(atoms, "energy"), reference_label(atoms, "forces")
         if energy is None:
-            reasons["missing energy"] += 1
+            skip(index, atoms, "missing energy", "no reference energy")
             continue
         if forces is None:
-            reasons["missing forces"] += 1
+            skip(index, atoms, "missing forces", "no reference forces")
             continue
         forces = np.asarray(forces, dtype=np.float64)
         if not (np.isfinite(energy) and np.isfinite(forces).all()):
-            reasons["NaN or infinite labels"] += 1
+            what = f"energy {energy}" if not np.isfinite(energy) else "forces"
+            skip(index, atoms, "NaN or infinite labels", f"NaN or infinite labels ({what})")
             continue
         if np.abs(forces).max() > force_cap:
-            reasons[f"force above {force_cap:g} eV/Å"] += 1
+            cap = f"force above {force_cap:g} eV/Å"
+            skip(index, atoms, cap, f"{cap} ({np.abs(forces).max():.3g} eV/Å; force_cap)")
             continue
-        if set(atoms.get_chemical_symbols()) - set(elements):
-            reasons["element not in the model"] += 1
+        foreign = sorted(set(atoms.get_chemical_symbols()) - set(elements))
+        if foreign:
+            skip(index, atoms, "element not in the model", f"element(s) {', '.join(foreign)} not in the model")
             continue
+        if cutoff is not None:
+            problem = _geometry_problem(atoms, elements, cutoff, min_distance)
+            if problem is not None:
+                skip(index, atoms, "geometry the model cannot evaluate", problem)
+                continue
         key = conformation_id(atoms)
         if key in seen:
             report.duplicates += 1
@@ -198,10 +257,12 @@ class Trainer:
         self.model = model
         self.config = config
         self.log = log or (lambda message: print(message, file=sys.stderr))
-        structures, ids, self.report = filter_training_data(structures, model.elements, config["force_cap"])
+        structures, ids, self.report = filter_training_data(
+            structures, model.elements, config["force_cap"], cutoff=model.descriptor.cutoff
+        )
         self.log(self.report.summary())
         if not structures:
-            raise ValueError("no usable training conformations (see the report above)")
+            raise ValueError(self.report.nothing_usable())
         self.ids = ids
         self.batch: PreparedBatch = prepare_batch(model, structures)
         self.settings = SelectionSettings(**config["adaptive"])
