@@ -255,8 +255,30 @@ def predict(model, structures, out):
     metavar="START:STOP",
     help="With --continue-from: continue only these members (one job of an ensemble split over several).",
 )
+@click.option(
+    "--progress-every",
+    "progress_every",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Where output goes to a file (a job's log): a progress line every so many seconds. "
+    "A terminal gets a progress bar.",
+)
 @click.option("--print-config", is_flag=True, help="Print the complete default configuration and exit.")
-def train(data, config_path, out, parent, references, epochs, members, seed, device, member_block, print_config):
+def train(
+    data,
+    config_path,
+    out,
+    parent,
+    references,
+    epochs,
+    members,
+    seed,
+    device,
+    member_block,
+    progress_every,
+    print_config,
+):
     """Train (or continue training) an lMLP ensemble; runs without any AiiDA profile."""
     import yaml
 
@@ -302,7 +324,9 @@ def train(data, config_path, out, parent, references, epochs, members, seed, dev
         except (ValueError, ModelFileError) as error:
             raise click.ClickException(str(error)) from None
     try:
-        metrics = run_training([Path(p) for p in data], config, Path(out), parent=parent, member_block=block)
+        metrics = run_training(
+            [Path(p) for p in data], config, Path(out), parent=parent, member_block=block, progress_every=progress_every
+        )
     except (ValueError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
     metrics = metrics or {}

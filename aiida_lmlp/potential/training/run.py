@@ -12,6 +12,7 @@ from aiida_lmlp.potential.descriptors.eeacsf import EeACSF
 from aiida_lmlp.potential.model.ensemble import Ensemble
 from aiida_lmlp.potential.model.member_blocks import split_trained
 from aiida_lmlp.potential.training.batches import reference_label
+from aiida_lmlp.potential.training.progress import TrainingProgress
 from aiida_lmlp.potential.training.trainer import Trainer, filter_training_data
 
 __all__ = ["fit_reference_energies", "metrics_path_for", "resolve_device", "run_training"]
@@ -57,11 +58,13 @@ def run_training(
     out: Path,
     parent: Path | None = None,
     member_block: tuple[int, int] | None = None,
+    progress_every: float = 30.0,
 ) -> dict:
     """Train on the conformations of ``data`` (conformation archives or extxyz files); returns the last metrics.
 
     ``member_block = (start, stop)`` continues only members ``start:stop`` of ``parent``
     (one job of an ensemble spread over several; :func:`.trainer.gather_trained` joins them).
+    Progress goes to stderr: a bar on a terminal, else a line every ``progress_every`` seconds.
     """
     structures = []
     for path in data:
@@ -109,4 +112,5 @@ def run_training(
     if parent is None and metrics.exists():
         # a new model starts a new history; a continued one (--continue-from) appends to its own
         metrics.unlink()
-    return trainer.run(config["epochs"], out, metrics)
+    progress = TrainingProgress(config["epochs"], start_epoch=trainer.epoch, every=progress_every)
+    return trainer.run(config["epochs"], out, metrics, progress=progress)

@@ -43,6 +43,7 @@ from aiida_lmlp.potential.training.batches import (
 )
 from aiida_lmlp.potential.training.kalman import ExtendedKalmanFilter, covariance_bytes, kalman_parameter_blocks
 from aiida_lmlp.potential.training.paper_core import PaperCoRe, core_parameter_groups
+from aiida_lmlp.potential.training.progress import TrainingProgress
 
 __all__ = ["DataReport", "Trainer", "conformation_id", "filter_training_data", "gather_trained", "make_optimizer"]
 
@@ -559,20 +560,31 @@ class Trainer:
 
     # -- the run -----------------------------------------------------------------------------------
 
-    def run(self, epochs: int, out: str | os.PathLike, metrics_path: str | os.PathLike | None = None) -> dict:
-        """Train ``epochs`` more epochs; metrics as JSON lines; checkpoints into ``out``."""
+    def run(
+        self,
+        epochs: int,
+        out: str | os.PathLike,
+        metrics_path: str | os.PathLike | None = None,
+        progress: TrainingProgress | None = None,
+    ) -> dict:
+        """Train ``epochs`` more epochs; metrics as JSON lines; checkpoints into ``out``.
+
+        ``progress``: where the run reports its progress (default: a bar on a terminal, a line
+        every 30 s otherwise, on stderr).
+        """
         every, save_every = self.config["metrics_every"], self.config["checkpoint_every"]
         last = self.epoch + epochs
         metrics = None
         handle = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
+        progress = progress if progress is not None else TrainingProgress(epochs, start_epoch=self.epoch)
         try:
-            progress = _progress(epochs)
             for _ in range(epochs):
                 record = self.train_epoch()
-                if self.epoch % every == 0 or self.epoch == last:
+                evaluated = self.epoch % every == 0 or self.epoch == last
+                if evaluated:
                     metrics = self.metrics()
                     record.update(metrics)
-                    progress(self.epoch, metrics)
+                progress.update(self.epoch, metrics if evaluated else None)
                 if handle:
                     handle.write(json.dumps(record) + "\n")
                     handle.flush()
@@ -580,6 +592,7 @@ class Trainer:
                     self._finish_metrics(metrics)
                     self.save(out)
         finally:
+            progress.close()
             if handle:
                 handle.close()
         if epochs == 0:
@@ -597,20 +610,3 @@ class Trainer:
             self.model.first_test_rmse_energy_per_atom, self.model.first_test_rmse_forces = (
                 first if finite else (None, None)
             )
-
-
-def _progress(total: int):
-    """A one-line progress display on a terminal, nothing in a job."""
-    if not sys.stderr.isatty():
-        return lambda epoch, metrics: None
-
-    def show(epoch, metrics):
-        print(
-            f"\repoch {epoch}: test RMSE {1000 * metrics['ensemble_test_rmse_energy_per_atom']:.2f} meV/atom, "
-            f"{1000 * metrics['ensemble_test_rmse_forces']:.1f} meV/Å",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return show
