@@ -836,7 +836,7 @@ def main(argv=None) -> None:
         "machine": machine(),
         "dtype": args.dtype,
         "data": {
-            "source": "shared/data/sn2 pool_a + pool_b",
+            "source": "workflows/data/sn2 pool_a + pool_b",
             "report": report,
             "holdout": len(data.holdout),
             "pool": len(data.pool),
