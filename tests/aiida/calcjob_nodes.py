@@ -25,17 +25,25 @@ _temporary_folders: dict[int, Path] = {}
 
 
 def calc_job_node(
-    entry_point: str, computer: orm.Computer, retrieved: Path, inputs: dict, temporary: bool = True
+    entry_point: str,
+    computer: orm.Computer,
+    retrieved: Path,
+    inputs: dict,
+    temporary: bool = True,
+    options: dict | None = None,
 ) -> orm.CalcJobNode:
     """A stored CalcJobNode of ``entry_point`` with ``inputs`` linked and ``retrieved`` attached.
 
     As after a real run, the payload files (:data:`TEMPORARY`) go to a temporary folder that
     :func:`parse` hands to the parser, the rest into ``retrieved``; ``temporary=False`` puts
     everything into ``retrieved`` (how nodes made before the temporary retrieval look).
+    ``options``: further ``metadata.options`` of the calculation (e.g. ``output_filename``).
     """
     node = orm.CalcJobNode(computer=computer, process_type=f"aiida.calculations:{entry_point}")
     node.set_option("resources", {"num_machines": 1, "num_mpiprocs_per_machine": 1})
     node.set_option("max_wallclock_seconds", 3600)
+    for key, value in (options or {}).items():
+        node.set_option(key, value)
     for label, value in inputs.items():
         if isinstance(value, dict):
             for key, item in value.items():
@@ -45,7 +53,7 @@ def calc_job_node(
             value.store()
             node.base.links.add_incoming(value, link_type=LinkType.INPUT_CALC, link_label=label)
     node.store()
-    payload = TEMPORARY[entry_point] if temporary else set()
+    payload = TEMPORARY.get(entry_point, set()) if temporary else set()
     kept = Path(tempfile.mkdtemp(prefix="lmlp-retrieved-"))
     moved = Path(tempfile.mkdtemp(prefix="lmlp-temporary-"))
     for path in Path(retrieved).iterdir():
