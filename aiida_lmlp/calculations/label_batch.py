@@ -19,7 +19,16 @@ from aiida_lmlp.data.dataset import LmlpDatasetData
 
 from .base import LmlpCalcJob, dataset_copy
 
-__all__ = ["SinglePointBatchCalculation"]
+__all__ = ["SinglePointBatchCalculation", "labelled_text"]
+
+
+def labelled_text(labelled: int, total: int) -> str:
+    """How many of a batch's ``total`` structures got labels, for an exit message: never "the others" when none."""
+    if labelled == 0:
+        return f"none of the {total} structures is labelled" if total != 1 else "the structure is not labelled"
+    if labelled == total:
+        return f"all {total} structures are labelled"
+    return f"{labelled} of the {total} structures are labelled"
 
 
 def _validate_structures(structures: LmlpDatasetData, _) -> str | None:
@@ -89,20 +98,20 @@ class SinglePointBatchCalculation(LmlpCalcJob):
             310,
             "ERROR_SCF_NOT_CONVERGED",
             invalidates_cache=True,
-            message="The SCF did not converge for {count} structure(s) (index {indices}); the others are labelled.",
+            message="The SCF did not converge for {count} structure(s) (index {indices}); {labelled}.",
         )
         spec.exit_code(
             311,
             "ERROR_STRUCTURE_FAILED",
             invalidates_cache=True,
-            message=f"{cls.CODE} failed for {{count}} structure(s): {{message}}; the others are labelled.",
+            message=f"{cls.CODE} failed for {{count}} structure(s): {{message}}; {{labelled}}.",
         )
         spec.exit_code(
             320,
             "ERROR_TERMINATED",
             invalidates_cache=True,
             message="The job was terminated (signal {signal}, wall time or kill) after {completed} of {count} "
-            "structures; the finished ones are labelled.",
+            "structures; {labelled}.",
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:

@@ -6,6 +6,7 @@ import json
 
 from aiida import orm
 
+from aiida_lmlp.calculations.label_batch import labelled_text
 from aiida_lmlp.data.dataset import LmlpDatasetData
 
 from .base import LmlpParser
@@ -100,6 +101,7 @@ class LabelBatchParser(LmlpParser):
         if "pyscf_version" in start:
             summary["pyscf_version"] = start["pyscf_version"]
         self.out("output_parameters", orm.Dict(summary))
+        done = labelled_text(labelled.count if labelled is not None else 0, len(ids))
         if final is None:
             return self.exit_codes.ERROR_CRASHED.format(
                 message=f"status.jsonl ends after {len(records)} of {len(ids)} structures"
@@ -107,15 +109,15 @@ class LabelBatchParser(LmlpParser):
             )
         if final.get("event") == "terminated":
             return self.exit_codes.ERROR_TERMINATED.format(
-                signal=final.get("signal"), completed=len(records), count=len(ids)
+                signal=final.get("signal"), completed=len(records), count=len(ids), labelled=done
             )
         errors = [r for r in records if r["status"] == "error"]
         if errors:
             text = "; ".join(f"{r['index']}: {r.get('message')}" for r in errors[:3])
-            return self.exit_codes.ERROR_STRUCTURE_FAILED.format(count=len(errors), message=text)
+            return self.exit_codes.ERROR_STRUCTURE_FAILED.format(count=len(errors), message=text, labelled=done)
         not_converged = [r["index"] for r in records if r["status"] == "not_converged"]
         if not_converged:
             return self.exit_codes.ERROR_SCF_NOT_CONVERGED.format(
-                count=len(not_converged), indices=", ".join(map(str, not_converged))
+                count=len(not_converged), indices=", ".join(map(str, not_converged)), labelled=done
             )
         return None

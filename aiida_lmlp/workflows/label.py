@@ -204,6 +204,13 @@ class LabelWorkChain(CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuousQu
         self._collect(node)
         if node.is_excepted or node.is_killed:
             self.report(f"{self.ctx.process_name}<{node.pk}> excepted or was killed; pending: {len(self.ctx.pending)}")
+        elif not self.ctx.pending:
+            # the handlers would prepare a retry and aiida-core would announce a restart: nothing is left for one
+            if not node.is_finished_ok:
+                self.report(
+                    f"{self.ctx.process_name}<{node.pk}> failed ({node.exit_message}); nothing left to label: "
+                    f"{len(self.ctx.dropped)} of {self._count()} structures dropped"
+                )
         else:
             exit_code = super().inspect_process()
             if exit_code is not None and exit_code.status == self.exit_codes.ERROR_UNHANDLED_FAILURE.status:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from aiida import orm
 from aiida.engine import ToContext, WorkChain, calcfunction
 
+from aiida_lmlp.calculations.label_batch import labelled_text
 from aiida_lmlp.data.dataset import LmlpDatasetData
 from aiida_lmlp.overrides.checkpoints import InputsEncodedOnce
 from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
@@ -101,17 +102,17 @@ class Cp2kBatchWorkChain(CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuo
         spec.exit_code(
             310,
             "ERROR_SCF_NOT_CONVERGED",
-            message="The SCF did not converge for {count} structure(s) (index {indices}); the others are labelled.",
+            message="The SCF did not converge for {count} structure(s) (index {indices}); {labelled}.",
         )
         spec.exit_code(
             311,
             "ERROR_STRUCTURE_FAILED",
-            message="CP2K failed for {count} structure(s): {message}; the others are labelled.",
+            message="CP2K failed for {count} structure(s): {message}; {labelled}.",
         )
         spec.exit_code(
             320,
             "ERROR_TERMINATED",
-            message="{count} calculation(s) ran out of wall time or were killed; the finished ones are labelled.",
+            message="{count} calculation(s) ran out of wall time or were killed; {labelled}.",
         )
 
     def run_calculations(self):
@@ -204,7 +205,7 @@ class Cp2kBatchWorkChain(CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuo
                 }
             ).store(),
         )
-        return self._batch_exit_code(failed)
+        return self._batch_exit_code(failed, labelled_text(len(labels), len(ids)))
 
     @staticmethod
     def _outcome(node, summary: dict) -> tuple[str, str]:
@@ -222,7 +223,7 @@ class Cp2kBatchWorkChain(CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuo
         reason = summary.get("error") or node.exit_message or ("excepted" if node.is_excepted else f"exit {status}")
         return "crashed", f"{label}: {reason}"
 
-    def _batch_exit_code(self, failed: list[dict]):
+    def _batch_exit_code(self, failed: list[dict], labelled: str):
         def of(status):
             return [entry for entry in failed if entry["status"] == status]
 
@@ -230,11 +231,15 @@ class Cp2kBatchWorkChain(CallerNamedReport, InputsEncodedOnce, LinksWithoutVacuo
             text = "; ".join(f"{e['index']}: {e['message']}" for e in of("crashed")[:3])
             return self.exit_codes.ERROR_CRASHED.format(count=len(of("crashed")), message=text)
         if of("not_attempted"):
-            return self.exit_codes.ERROR_TERMINATED.format(count=len(of("not_attempted")))
+            return self.exit_codes.ERROR_TERMINATED.format(count=len(of("not_attempted")), labelled=labelled)
         if of("error"):
             text = "; ".join(f"{e['index']}: {e['message']}" for e in of("error")[:3])
-            return self.exit_codes.ERROR_STRUCTURE_FAILED.format(count=len(of("error")), message=text)
+            return self.exit_codes.ERROR_STRUCTURE_FAILED.format(
+                count=len(of("error")), message=text, labelled=labelled
+            )
         if of("not_converged"):
             indices = ", ".join(str(e["index"]) for e in of("not_converged"))
-            return self.exit_codes.ERROR_SCF_NOT_CONVERGED.format(count=len(of("not_converged")), indices=indices)
+            return self.exit_codes.ERROR_SCF_NOT_CONVERGED.format(
+                count=len(of("not_converged")), indices=indices, labelled=labelled
+            )
         return None
