@@ -189,10 +189,12 @@ def test_every_member_observes_its_own_conformation_energy_per_atom_and_force_co
     trainer.optimizer.observe = recording
     trainer.train_epoch()
     assert len(calls) == 2 * (1 + 2)  # two steps: energy, then 3 force components as 2 + 1
-    labels = [(a.get_potential_energy() / len(a), a.get_forces().ravel()) for a in frames]
+    # the networks' target: the energy less the free-atom energies, per atom
+    references = [sum(free_atoms[s] for s in a.get_chemical_symbols()) for a in frames]
+    labels = [((a.get_potential_energy() - r) / len(a), a.get_forces().ravel()) for a, r in zip(frames, references)]
     for step in range(2):
         energy_targets, _ = calls[3 * step]
-        for m in range(3):  # member m's energy target is the energy per atom of one of the frames
+        for m in range(3):  # member m's energy target is the referenced energy per atom of one of the frames
             per_atom = float(energy_targets[m, 0]) * energy_unit
             frame = min(range(len(frames)), key=lambda i: abs(labels[i][0] - per_atom))
             assert per_atom == pytest.approx(labels[frame][0], abs=1e-9)

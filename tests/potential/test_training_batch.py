@@ -23,9 +23,15 @@ def test_predictions_equal_the_ensemble_evaluation(sn2_model, sn2_frames):
     batch = prepare_batch(sn2_model, sn2_frames[:6])
     energies, forces = predict_batch(sn2_model, batch)
     reference = sn2_model.evaluate(sn2_frames[:6])
-    np.testing.assert_allclose(energies.detach().numpy(), reference.energy_members, rtol=0, atol=1e-9)
+    # the networks' part: the totals less the reference energies (the training target's scale)
+    totals = energies.detach().numpy() + batch.reference_sum.numpy()
+    np.testing.assert_allclose(totals, reference.energy_members, rtol=0, atol=1e-9)
     np.testing.assert_allclose(forces.detach().numpy(), reference.forces_members, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(batch.energy.numpy(), [a.get_potential_energy() for a in sn2_frames[:6]])
+    references = [sum(sn2_model.reference_energies[s] for s in a.get_chemical_symbols()) for a in sn2_frames[:6]]
+    np.testing.assert_allclose(batch.reference_sum.numpy(), references, rtol=1e-15)
+    np.testing.assert_allclose(
+        batch.energy.numpy(), [a.get_potential_energy() - r for a, r in zip(sn2_frames[:6], references)], atol=1e-9
+    )
 
 
 def test_loss_gradient_equals_double_backward_through_the_descriptor(sn2_model, sn2_frames):
@@ -35,7 +41,7 @@ def test_loss_gradient_equals_double_backward_through_the_descriptor(sn2_model, 
     t = batch.graph
     positions = t["positions"].clone().requires_grad_(True)
     atomic = sn2_model.networks(sn2_model.descriptor(positions, t["cells"], t), t["species"])
-    energies = atomic.new_zeros(sn2_model.members, 4).index_add(1, t["structure"], atomic) + batch.reference_sum
+    energies = atomic.new_zeros(sn2_model.members, 4).index_add(1, t["structure"], atomic)
     forces = torch.stack(
         [-torch.autograd.grad(energies[m].sum(), positions, create_graph=True)[0] for m in range(sn2_model.members)]
     )
@@ -156,3 +162,19 @@ def test_packed_members_see_only_their_own_structures(sn2_model, sn2_frames):
     _, f_first = predict_batch(sn2_model, first)
     # own[0] is already sorted, so the packed atoms of member 0 come in the same order
     torch.testing.assert_close(forces[:atoms_of_first], f_first[0], rtol=0, atol=1e-10)
+
+
+def test_labels_are_referenced_in_float64_in_a_float32_run(sn2_model, sn2_frames):
+    """E − Σ E_ref is formed in float64 and only then rounded to float32, once."""
+    model = sn2_model.to(torch.float32)
+    try:
+        batch = prepare_batch(model, sn2_frames[:40])
+    finally:
+        sn2_model.to(torch.float64)
+    labels = np.array([a.get_potential_energy() for a in sn2_frames[:40]])
+    references = np.array([sum(model.reference_energies[s] for s in a.get_chemical_symbols()) for a in sn2_frames[:40]])
+    assert batch.energy.dtype == torch.float32 and batch.reference_sum.dtype == torch.float64
+    np.testing.assert_array_equal(batch.energy.numpy(), (labels - references).astype(np.float32))
+    # referencing in float32 (the labels and the sum rounded first) differs by up to a meV per conformation
+    in_float32 = labels.astype(np.float32) - references.astype(np.float32)
+    assert np.abs(in_float32 - (labels - references)).max() > 1e-4
