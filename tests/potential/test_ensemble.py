@@ -77,11 +77,10 @@ def test_stacked_members_equal_members_evaluated_alone(sn2_model, sn2_frames):
             hidden=sn2_model.networks.hidden,
             reference_energies=sn2_model.reference_energies,
         )
-        with torch.no_grad():
-            for element, net in sn2_model.networks.networks.items():
-                target = alone.networks.networks[element]
-                for source_p, target_p in zip(net.parameters(), target.parameters()):
-                    target_p.copy_(source_p[member : member + 1])
+        for element, net in sn2_model.networks.networks.items():
+            # weights and the standardisation's fixed buffers
+            state = {name: value[member : member + 1] for name, value in net.state_dict().items()}
+            alone.networks.networks[element].load_state_dict(state)
         single = alone.evaluate(sn2_frames[:3])
         np.testing.assert_allclose(single.energy, stacked.energy_members[member], atol=1e-10)
         np.testing.assert_allclose(single.forces, stacked.forces_members[member], atol=1e-10)

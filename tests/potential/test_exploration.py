@@ -362,9 +362,9 @@ def test_every_frame_carries_the_mean_standardised_descriptor(sn2_model, sn2_fra
 
     model = copy.deepcopy(sn2_model)  # the fixture is shared
     with torch.no_grad():  # the standardisation must matter: α, β differ between members, as after training
-        for network in model.networks.networks.values():
-            network.alpha.mul_(torch.linspace(0.8, 1.2, model.members, dtype=torch.float64)[:, None])
-            network.beta.add_(torch.linspace(-0.1, 0.1, model.members, dtype=torch.float64)[:, None])
+        for network in model.networks.networks.values():  # (through their trainable coordinates)
+            network.scale.mul_(torch.linspace(0.8, 1.2, model.members, dtype=torch.float64)[:, None])
+            network.shift.add_(torch.linspace(-0.1, 0.1, model.members, dtype=torch.float64)[:, None])
     start = sn2_frames[0]
     rotated = start.copy()
     rotated.rotate(73, (1, -2, 0.5), center="COM")

@@ -143,6 +143,7 @@ def _model(members, frames, free_atoms, offset=0):
         SN2_ELEMENTS, members=members, hidden=(3,), reference_energies=free_atoms, seed=0, member_offset=offset
     )
     model.initialize_standardization(frames)
+    model.initialize_output_offset(frames, [a.get_potential_energy() for a in frames])  # as lmlp train starts
     return model
 
 
@@ -243,7 +244,8 @@ def test_a_short_training_lowers_the_loss(sn2_frames, free_atoms):
         trainer.train_epoch()
     after = loss()
     assert torch.isfinite(after).all()
-    assert (after < 0.5 * before).all(), (before, after)
+    # from the output offset on (the loss of the fresh networks' shapes, not of a 3 eV/atom offset)
+    assert (after < 0.8 * before).all(), (before, after)
 
 
 def test_gathered_jobs_carry_the_filter_state_of_each_member(sn2_frames, free_atoms):

@@ -146,7 +146,7 @@ def test_parameter_groups_follow_the_paper():
     groups = core_parameter_groups(model.networks)
     by_tensor = {id(p): g for g in groups for p in g["params"]}
     net = model.networks.networks["H"]
-    assert by_tensor[id(net.alpha)]["weight_decay"] == 0.01 and by_tensor[id(net.alpha)]["frozen"] == 0.0
+    assert by_tensor[id(net.scale)]["weight_decay"] == 0.01 and by_tensor[id(net.scale)]["frozen"] == 0.0
     assert by_tensor[id(net.weights[0])]["weight_decay"] == 0.1 and by_tensor[id(net.weights[0])]["frozen"] == 0.01
     assert by_tensor[id(net.weights[-1])]["weight_decay"] == 0.0 and by_tensor[id(net.weights[-1])]["frozen"] == 0.0
     assert all(g["member_axis"] == 0 for g in groups)

@@ -10,10 +10,27 @@ once, see :mod:`.networks`) and the free-atom reference energies. Its energy of 
 and analogously ΔF per force component. ``RMSE(E)`` is stored per atom (as the paper reports
 it) and multiplied by the number of atoms of the structure; with one member the floor alone
 is returned.
+
+**Which RMSE.** The floor (and the campaign's selection thresholds, multiples of it) is the
+mean over the members of each member's RMSE on its own test set (:data:`RMSE_MEMBERS_OWN_TEST`),
+as the authors' prediction code uses it: data none of that member trained on. The ensemble
+mean's RMSE over the union of the members' test sets looks like a test RMSE but is not: every
+conformation in that union is training data for about nine of ten members, and on the SN2 data
+it is 1.5–2.5× lower than both the members' own test RMSEs and the RMSE on a hold-out no member
+trained on. Model files written before the kind was recorded hold that union RMSE; they load
+with it unchanged and say so (:attr:`Ensemble.rmse_kind`).
+
+**Reference energies.** ``E_ref(element)`` are free-atom energies given by the user (the paper),
+a least-squares fit of the totals, or zero; :attr:`Ensemble.reference_kinds` records which, per
+element. Whatever they are, the networks' output biases start at a per-element least-squares
+fit of what is left (:meth:`Ensemble.initialize_output_offset`), so a fresh ensemble starts at
+the labels instead of several eV/atom away from them (with free-atom references, the
+atomisation energy, about −3.4 eV/atom on the SN2 data).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +48,21 @@ from aiida_lmlp.potential.descriptors.symmetry_functions import AtomCenteredDesc
 from aiida_lmlp.potential.model.model_file import read_model_file, write_model_file
 from aiida_lmlp.potential.model.networks import StackedAtomicNetworks
 
-__all__ = ["Ensemble", "EnsemblePrediction"]
+__all__ = [
+    "RMSE_ENSEMBLE_TEST_UNION",
+    "RMSE_MEMBERS_OWN_TEST",
+    "REFERENCE_KINDS",
+    "Ensemble",
+    "EnsemblePrediction",
+]
+
+#: ``rmse_kind`` of a model whose RMSE floor is the mean of the members' own test RMSEs.
+RMSE_MEMBERS_OWN_TEST = "members_own_test_mean"
+#: ``rmse_kind`` of model files written before the kind was recorded: the ensemble mean's RMSE over
+#: the union of the members' test sets (training data of most members; too low as an error estimate).
+RMSE_ENSEMBLE_TEST_UNION = "ensemble_test_union"
+#: what a reference energy is: given by the user as a free-atom energy, fitted to the totals, or zero
+REFERENCE_KINDS = ("free_atom", "least_squares", "none")
 
 PAPER_HIDDEN = (102, 61, 44)
 
@@ -67,6 +98,10 @@ def _optional_float(value) -> float | None:
     return None if value is None else float(value)
 
 
+def _optional_list(values) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
+
+
 def _sample_std(values: torch.Tensor) -> torch.Tensor:
     """Sample standard deviation over the member axis 0 (zero for a single member)."""
     if values.shape[0] < 2:
@@ -88,6 +123,12 @@ class Ensemble(torch.nn.Module):
         rmse_forces: float = 0.0,
         first_test_rmse_energy_per_atom: float | None = None,
         first_test_rmse_forces: float | None = None,
+        rmse_kind: str = RMSE_MEMBERS_OWN_TEST,
+        member_test_rmse_energy_per_atom: Sequence[float] | None = None,
+        member_test_rmse_forces: Sequence[float] | None = None,
+        reference_kinds: Mapping[str, str] | None = None,
+        standardization: str = "relative",
+        output_offsets: Mapping[str, Sequence[float]] | None = None,
     ):
         super().__init__()
         if list(descriptor.elements) != list(networks.elements):
@@ -110,6 +151,20 @@ class Ensemble(torch.nn.Module):
         #: the data, comparable across the versions of a lifelong campaign (None when unknown).
         self.first_test_rmse_energy_per_atom = _optional_float(first_test_rmse_energy_per_atom)
         self.first_test_rmse_forces = _optional_float(first_test_rmse_forces)
+        #: what ``rmse_energy_per_atom`` and ``rmse_forces`` are: :data:`RMSE_MEMBERS_OWN_TEST` (the
+        #: mean of the members' own test RMSEs below) or, for older files, :data:`RMSE_ENSEMBLE_TEST_UNION`
+        self.rmse_kind = str(rmse_kind)
+        #: every member's RMSE on its own test set (eV/atom, eV/Å), None when not recorded
+        self.member_test_rmse_energy_per_atom = _optional_list(member_test_rmse_energy_per_atom)
+        self.member_test_rmse_forces = _optional_list(member_test_rmse_forces)
+        #: element -> one of :data:`REFERENCE_KINDS`; empty for model files that predate the record
+        self.reference_kinds = {e: str(k) for e, k in (reference_kinds or {}).items()}
+        if standardization not in ("relative", "paper"):
+            raise ValueError(f"standardization must be relative or paper, got {standardization!r}")
+        #: how α and β of the standardisation are parametrised (see :mod:`.networks`)
+        self.standardization = standardization
+        #: element -> every member's initial output bias (eV/atom) from :meth:`initialize_output_offset`
+        self.output_offsets = {e: [float(v) for v in o] for e, o in (output_offsets or {}).items()}
         #: Tensors and settings of a training run stored with the model (see :meth:`save`).
         self.training_state: dict[str, torch.Tensor] = {}
         self.training_config: dict = {}
@@ -130,25 +185,40 @@ class Ensemble(torch.nn.Module):
         uncertainty_scale: float = 2.0,
         dtype: torch.dtype = torch.float64,
         member_offset: int = 0,
+        reference_kind: str | None = None,
+        standardization: str = "relative",
     ) -> Ensemble:
         """A freshly initialised ensemble.
 
         ``descriptor`` defaults to :meth:`EeACSF.from_paper`; ``reference_energies`` (eV per
-        free atom) default to zero, i.e. the networks learn total energies. Each member gets
-        its own initial weights from ``seed`` and its index; ``member_offset`` numbers the members
-        of this ensemble from there (members of one ensemble trained in several jobs).
+        free atom) default to zero, i.e. the networks learn total energies. ``reference_kind``
+        (one of :data:`REFERENCE_KINDS`) says what they are: by default ``free_atom`` when given,
+        ``none`` otherwise. Each member gets its own initial weights from ``seed`` and its index;
+        ``member_offset`` numbers the members of this ensemble from there (members of one
+        ensemble trained in several jobs). ``standardization``: see :mod:`.networks`.
         """
         elements = validate_elements(elements)
         if descriptor is None:
             descriptor = EeACSF.from_paper(elements)
         if list(descriptor.elements) != list(elements):
             descriptor = descriptor.with_elements(elements)
+        if reference_kind is None:
+            reference_kind = "none" if reference_energies is None else "free_atom"
+        if reference_kind not in REFERENCE_KINDS:
+            raise ValueError(f"reference_kind must be one of {', '.join(REFERENCE_KINDS)}, got {reference_kind!r}")
         if reference_energies is None:
             reference_energies = {e: 0.0 for e in elements}
         networks = StackedAtomicNetworks(
             elements, len(descriptor), hidden, members, seed=seed, member_offset=member_offset
         )
-        model = cls(descriptor, networks, reference_energies, uncertainty_scale=uncertainty_scale)
+        model = cls(
+            descriptor,
+            networks,
+            reference_energies,
+            uncertainty_scale=uncertainty_scale,
+            reference_kinds={e: reference_kind for e in elements},
+            standardization=standardization,
+        )
         return model.to(dtype)
 
     @property
@@ -171,11 +241,16 @@ class Ensemble(torch.nn.Module):
         """Device of the weights."""
         return next(self.networks.parameters()).device
 
-    def add_element(self, element: str, reference_energy: float) -> None:
+    def add_element(self, element: str, reference_energy: float, reference_kind: str = "free_atom") -> None:
         """Add an element: a new atomic network per member; existing networks stay unchanged.
 
         Only possible with a descriptor whose length does not depend on the elements (eeACSF).
+        The new network's standardisation and output offset start at α = 1, β = 0 and zero
+        until :meth:`initialize_standardization` and :meth:`initialize_output_offset` are called
+        for it (as continued training does, see :func:`~aiida_lmlp.potential.training.trainer.add_new_elements`).
         """
+        if reference_kind not in REFERENCE_KINDS:
+            raise ValueError(f"reference_kind must be one of {', '.join(REFERENCE_KINDS)}, got {reference_kind!r}")
         validate_elements(self.elements + [element])
         new_descriptor = self.descriptor.with_elements(self.elements + [element])
         if len(new_descriptor) != len(self.descriptor):
@@ -186,6 +261,8 @@ class Ensemble(torch.nn.Module):
         self.descriptor = new_descriptor.to(self.device)
         self.networks.add_element(element)
         self.reference_energies[element] = float(reference_energy)
+        if self.reference_kinds:
+            self.reference_kinds[element] = reference_kind
 
     @classmethod
     def gather(cls, models: Sequence[Ensemble]) -> Ensemble:
@@ -220,20 +297,43 @@ class Ensemble(torch.nn.Module):
             seed=first.networks.seed,
             member_offset=first.networks.member_offset,
         ).to(first.dtype)
-        with torch.no_grad():
-            for name, param in networks.named_parameters():
-                parts = [dict(m.networks.named_parameters())[name] for m in models]
-                param.copy_(torch.cat([p.to(param) for p in parts]))
+        target = networks.state_dict()
+        states = [m.networks.state_dict() for m in models]
+        networks.load_state_dict({name: torch.cat([s[name].to(t) for s in states]) for name, t in target.items()})
+        energy, forces = _joined(models, "member_test_rmse_energy_per_atom"), _joined(models, "member_test_rmse_forces")
+        kind = first.rmse_kind if energy is None or forces is None else RMSE_MEMBERS_OWN_TEST
+        offsets = {e: [v for m in models for v in m.output_offsets.get(e, [])] for e in first.output_offsets}
         return cls(
             first.descriptor,
             networks,
             first.reference_energies,
             uncertainty_scale=first.uncertainty_scale,
-            rmse_energy_per_atom=first.rmse_energy_per_atom,
-            rmse_forces=first.rmse_forces,
+            # the mean of all members' own test RMSEs; a block's own value when some block lacks them
+            rmse_energy_per_atom=first.rmse_energy_per_atom if energy is None else float(np.mean(energy)),
+            rmse_forces=first.rmse_forces if forces is None else float(np.mean(forces)),
             first_test_rmse_energy_per_atom=first.first_test_rmse_energy_per_atom,
             first_test_rmse_forces=first.first_test_rmse_forces,
+            rmse_kind=kind,
+            member_test_rmse_energy_per_atom=energy,
+            member_test_rmse_forces=forces,
+            reference_kinds=first.reference_kinds,
+            standardization=first.standardization,
+            output_offsets=offsets,
         )
+
+    def set_test_rmses(self, energy_per_atom: Sequence[float], forces: Sequence[float]) -> None:
+        """Record every member's RMSE on its own test set; the floor of Eq. 23 becomes their mean.
+
+        Non-finite values (a member without test data) are left out of the mean; with none
+        finite the floor is 0.
+        """
+        self.member_test_rmse_energy_per_atom = [float(v) for v in energy_per_atom]
+        self.member_test_rmse_forces = [float(v) for v in forces]
+        finite_e = [v for v in self.member_test_rmse_energy_per_atom if math.isfinite(v)]
+        finite_f = [v for v in self.member_test_rmse_forces if math.isfinite(v)]
+        self.rmse_energy_per_atom = float(np.mean(finite_e)) if finite_e else 0.0
+        self.rmse_forces = float(np.mean(finite_f)) if finite_f else 0.0
+        self.rmse_kind = RMSE_MEMBERS_OWN_TEST
 
     # -- standardisation -------------------------------------------------------------------
 
@@ -252,7 +352,48 @@ class Ensemble(torch.nn.Module):
             rows = values[species == k]
             if rows.shape[0] == 0:
                 continue
-            self.networks.networks[element].set_standardization(rows)
+            self.networks.networks[element].set_standardization(rows, self.standardization)
+
+    def initialize_output_offset(
+        self, structures: Sequence[Atoms], energies: Sequence[float], elements: Sequence[str] | None = None
+    ) -> dict[str, list[float]]:
+        """Shift the output bias of every (or the given) element's networks to fit ``energies`` (eV) on average.
+
+        Per member p, the shifts ``b_e`` solve ``min Σ_s (E_s − E_ref,s − E_p,s − Σ_e N_s,e b_e)²``
+        in float64 (least squares over the structures that contain one of the elements; the
+        minimum-norm solution where the compositions do not determine every element), with
+        ``E_p,s`` the member's current prediction without the reference energies. After it
+        every member's mean error over ``structures`` is zero for a fixed composition, and the
+        least-squares best per-element constant otherwise. Elements not chosen keep their
+        networks; call it before training, after :meth:`initialize_standardization`.
+        Returns the shifts, element -> per member, which are also recorded in :attr:`output_offsets`.
+        """
+        chosen = list(self.elements if elements is None else elements)
+        columns = [self.elements.index(e) for e in chosen]
+        structures = list(structures)
+        energies = np.asarray(energies, dtype=np.float64)
+        if len(structures) != energies.shape[0]:
+            raise ValueError(f"{len(structures)} structures but {energies.shape[0]} energies")
+        counts = np.array([[a.get_chemical_symbols().count(e) for e in self.elements] for a in structures], float)
+        rows = counts[:, columns].sum(1) > 0
+        if not rows.any():
+            return {}
+        t = graph_tensors(structures, self.elements, self.descriptor.cutoff, self.device, self.dtype)
+        with torch.no_grad():
+            values = self.descriptor(t["positions"], t["cells"], t)
+            atomic = self.networks(values, t["species"])  # (M, A)
+            predicted = atomic.new_zeros(self.members, len(structures)).index_add_(1, t["structure"], atomic)
+        references = counts @ np.array([self.reference_energies[e] for e in self.elements], dtype=np.float64)
+        residual = (energies - references)[None, :] - predicted.double().cpu().numpy()  # (M, S), float64
+        solution, *_ = np.linalg.lstsq(counts[rows][:, columns], residual[:, rows].T, rcond=None)  # (E', M)
+        shifts = {}
+        with torch.no_grad():
+            for row, element in zip(solution, chosen):
+                bias = self.networks.networks[element].biases[-1]  # (M, 1)
+                bias.add_(torch.as_tensor(row, dtype=bias.dtype, device=bias.device)[:, None])
+                shifts[element] = [float(v) for v in row]
+        self.output_offsets.update(shifts)
+        return shifts
 
     # -- evaluation ------------------------------------------------------------------------
 
@@ -370,6 +511,12 @@ class Ensemble(torch.nn.Module):
             "rmse_forces": self.rmse_forces,
             "first_test_rmse_energy_per_atom": self.first_test_rmse_energy_per_atom,
             "first_test_rmse_forces": self.first_test_rmse_forces,
+            "rmse_kind": self.rmse_kind,
+            "member_test_rmse_energy_per_atom": self.member_test_rmse_energy_per_atom,
+            "member_test_rmse_forces": self.member_test_rmse_forces,
+            "reference_kinds": self.reference_kinds,
+            "standardization": self.standardization,
+            "output_offsets": self.output_offsets,
             "dtype": str(self.dtype).removeprefix("torch."),
             "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"},
             "training": self.training_config,
@@ -399,6 +546,8 @@ class Ensemble(torch.nn.Module):
             dtype = getattr(torch, config["dtype"])
             networks.to(dtype)
             state = {name.removeprefix("networks."): t for name, t in tensors.items() if name.startswith("networks.")}
+            if "standardization" not in config:
+                state = _state_before_relative_standardization(state)
             networks.load_state_dict(state, strict=True)
             model = cls(
                 descriptor,
@@ -409,6 +558,13 @@ class Ensemble(torch.nn.Module):
                 rmse_forces=config["rmse_forces"],
                 first_test_rmse_energy_per_atom=config.get("first_test_rmse_energy_per_atom"),
                 first_test_rmse_forces=config.get("first_test_rmse_forces"),
+                # files without the kind hold the ensemble RMSE over the union of the test sets
+                rmse_kind=config.get("rmse_kind", RMSE_ENSEMBLE_TEST_UNION),
+                member_test_rmse_energy_per_atom=config.get("member_test_rmse_energy_per_atom"),
+                member_test_rmse_forces=config.get("member_test_rmse_forces"),
+                reference_kinds=config.get("reference_kinds"),
+                standardization=config.get("standardization", "paper"),
+                output_offsets=config.get("output_offsets"),
             )
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise ModelFileError(f"model file {path} has an inconsistent content: {error}") from None
@@ -418,3 +574,30 @@ class Ensemble(torch.nn.Module):
         }
         model.content_sha256 = sha
         return model.to(device)
+
+
+def _state_before_relative_standardization(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Network tensors of a file written before α, β were parametrised relative to their start.
+
+    Such files hold α and β of Eq. 2 as ``alpha``, ``beta``: they become ``scale`` and ``shift``
+    with α₀ = 1 and β₀ = 0 (the ``paper`` parametrisation), which computes exactly the same.
+    """
+    converted = {}
+    for name, tensor in state.items():
+        stem, _, leaf = name.rpartition(".")
+        if leaf == "alpha":
+            converted[f"{stem}.scale"] = tensor
+            converted[f"{stem}.scale0"] = torch.ones_like(tensor)
+        elif leaf == "beta":
+            converted[f"{stem}.shift"] = tensor
+            converted[f"{stem}.shift0"] = torch.zeros_like(tensor)
+        else:
+            converted[name] = tensor
+    return converted
+
+
+def _joined(models: Sequence[Ensemble], what: str) -> list[float] | None:
+    parts = [getattr(m, what) for m in models]
+    if any(p is None or len(p) != m.members for p, m in zip(parts, models)):
+        return None
+    return [v for p in parts for v in p]

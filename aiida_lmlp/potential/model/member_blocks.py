@@ -14,7 +14,6 @@ import copy
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from ase import Atoms
 
 from aiida_lmlp.formats.labels import conformation_id, reference_label
@@ -48,10 +47,8 @@ def split_trained(model: Ensemble, start: int, stop: int) -> Ensemble:
         seed=model.networks.seed,
         member_offset=model.networks.member_offset + start,
     ).to(device=model.device, dtype=model.dtype)
-    source = dict(model.networks.named_parameters())
-    with torch.no_grad():
-        for name, param in networks.named_parameters():
-            param.copy_(source[name][start:stop])
+    source = model.networks.state_dict()  # weights and the standardisation buffers, all stacked over members
+    networks.load_state_dict({name: tensor[start:stop] for name, tensor in source.items()})
     block = Ensemble(
         model.descriptor,
         networks,
@@ -61,6 +58,12 @@ def split_trained(model: Ensemble, start: int, stop: int) -> Ensemble:
         rmse_forces=model.rmse_forces,
         first_test_rmse_energy_per_atom=model.first_test_rmse_energy_per_atom,
         first_test_rmse_forces=model.first_test_rmse_forces,
+        rmse_kind=model.rmse_kind,
+        member_test_rmse_energy_per_atom=_block(model.member_test_rmse_energy_per_atom, start, stop),
+        member_test_rmse_forces=_block(model.member_test_rmse_forces, start, stop),
+        reference_kinds=model.reference_kinds,
+        standardization=model.standardization,
+        output_offsets={e: v[start:stop] for e, v in model.output_offsets.items()},
     )
     trainer = model.training_config.get("trainer")
     if not trainer:
@@ -89,6 +92,10 @@ def split_trained(model: Ensemble, start: int, stop: int) -> Ensemble:
         config["config"]["member_offset"] = model.networks.member_offset + start
     block.training_config = config
     return block
+
+
+def _block(values: list[float] | None, start: int, stop: int) -> list[float] | None:
+    return None if values is None else values[start:stop]
 
 
 def ensemble_test_rmse(model: Ensemble, structures: Sequence[Atoms], which: str = "test") -> tuple[float, float, int]:

@@ -10,6 +10,26 @@ Each network starts with the trainable standardisation of the paper, ``α (G −
 over the initial training data (:meth:`ElementNetwork.set_standardization`), and uses the
 activation ``f(x) = 1.59223 tanh(x)`` in the hidden layers and a linear output neuron.
 
+**How α and β are trained.** With ``x = α (G − β)``, ``∂L/∂β = −α ∂L/∂x``: β's gradient is
+scaled by α, which reaches 10² for descriptors of small spread (158 on the SN2 data). A step
+``δβ`` moves the standardised input by ``α δβ``; a fixed learning rate of 10⁻³ then moves it by
+0.16 (Adam, RPROP and CoRe take steps of about the learning rate whatever the gradient's size),
+and plain SGD, whose step is the gradient itself, is scaled by ``α²`` and diverges at the
+paper's learning rate. α's gradient ``(G − β) ∂L/∂x`` is of the standardised input's size and
+needs no change. The trainable parameters are therefore measured in units of the initial
+spread (``standardization="relative"``, the default of new models)::
+
+    α = α₀ · scale,   β = β₀ + shift / α₀        (α₀, β₀: fixed buffers set from the data)
+    x = α (G − β):    ∂x/∂shift = −scale ≈ −1,   ∂x/∂scale = α₀ (G − β) ≈ x
+
+so ``scale`` starts at 1 and ``shift`` at 0, and a step of the learning rate moves the
+standardised input by about the learning rate, for every descriptor alike. The function is
+the paper's Eq. 2 either way; only the coordinates the optimiser steps in differ, and the
+weight decay of CoRe (0.01 for α and β, i.e. ``|w| ≤ 100``) bounds ``scale`` and ``shift``
+instead of α and β (α = 158 would otherwise sit above its own bound). With
+``standardization="paper"`` α₀ = 1 and β₀ = 0: ``scale`` is α and ``shift`` is β, as the paper
+trains them and as every model file written before this parametrisation holds them.
+
 Weight initialisation matched to that activation: with unit-variance inputs, weights drawn
 from a normal distribution of variance ``1 / n_in`` (truncated at ±2σ and rescaled to keep
 that variance) give unit-variance pre-activations, and 1.59223 is the factor for which
@@ -73,8 +93,11 @@ class ElementNetwork(torch.nn.Module):
         self.n_inputs = int(n_inputs)
         self.hidden = tuple(int(h) for h in hidden)
         self.members = int(members)
-        self.alpha = torch.nn.Parameter(torch.ones(members, n_inputs, dtype=torch.float64))
-        self.beta = torch.nn.Parameter(torch.zeros(members, n_inputs, dtype=torch.float64))
+        # registered first, in this order: optimiser state is stored by parameter index
+        self.scale = torch.nn.Parameter(torch.ones(members, n_inputs, dtype=torch.float64))
+        self.shift = torch.nn.Parameter(torch.zeros(members, n_inputs, dtype=torch.float64))
+        self.register_buffer("scale0", torch.ones(members, n_inputs, dtype=torch.float64))
+        self.register_buffer("shift0", torch.zeros(members, n_inputs, dtype=torch.float64))
         sizes = (self.n_inputs, *self.hidden, 1)
         self.weights = torch.nn.ParameterList()
         self.biases = torch.nn.ParameterList()
@@ -87,8 +110,22 @@ class ElementNetwork(torch.nn.Module):
             self.weights.append(torch.nn.Parameter(w))
             self.biases.append(torch.nn.Parameter(torch.zeros(members, n_out, dtype=torch.float64)))
 
-    def set_standardization(self, descriptors: torch.Tensor) -> None:
+    @property
+    def alpha(self) -> torch.Tensor:
+        """α of Eq. 2 ``(M, n_inputs)``: ``α₀ · scale`` (differentiable in ``scale``)."""
+        return self.scale0 * self.scale
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """β of Eq. 2 ``(M, n_inputs)``: ``β₀ + shift / α₀`` (differentiable in ``shift``)."""
+        return self.shift0 + self.shift / self.scale0
+
+    def set_standardization(self, descriptors: torch.Tensor, parametrization: str = "relative") -> None:
         """Set ``β`` to the mean and ``α`` to the inverse standard deviation of ``descriptors`` ``(N, n_inputs)``.
+
+        ``parametrization`` ``"relative"``: α₀, β₀ take these values and ``scale = 1``,
+        ``shift = 0``; ``"paper"``: α₀ = 1, β₀ = 0 and ``scale``, ``shift`` are α and β (see the
+        module docstring). Both give the same function.
 
         A descriptor whose spread is below :data:`RELATIVE_SPREAD_FLOOR` times the root mean
         square of all the values in ``descriptors`` (one scale per element), zero included,
@@ -103,12 +140,22 @@ class ElementNetwork(torch.nn.Module):
             std = descriptors.std(0, unbiased=False) if descriptors.shape[0] > 1 else torch.zeros_like(mean)
             floor = max(RELATIVE_SPREAD_FLOOR * float(descriptors.square().mean().sqrt()), 1e-12)
             alpha = torch.where(std > floor, 1.0 / std.clamp_min(floor), 1.0)
-            self.alpha.copy_(alpha.expand_as(self.alpha))
-            self.beta.copy_(mean.expand_as(self.beta))
+            if parametrization == "relative":
+                self.scale0.copy_(alpha.expand_as(self.scale0))
+                self.shift0.copy_(mean.expand_as(self.shift0))
+                self.scale.fill_(1.0)
+                self.shift.zero_()
+            elif parametrization == "paper":
+                self.scale0.fill_(1.0)
+                self.shift0.zero_()
+                self.scale.copy_(alpha.expand_as(self.scale))
+                self.shift.copy_(mean.expand_as(self.shift))
+            else:
+                raise ValueError(f"standardization must be relative or paper, got {parametrization!r}")
 
     def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
         """Atomic energies ``(M, N)`` from descriptors ``(N, n_inputs)`` (shared) or ``(M, N, n_inputs)``."""
-        x = self.alpha[:, None, :] * (descriptors - self.beta[:, None, :])  # (M, N, G)
+        x = self.alpha[:, None, :] * (descriptors - self.beta[:, None, :])  # (M, N, G), α and β as in Eq. 2
         last = len(self.weights) - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
             x = torch.baddbmm(b[:, None, :], x, w)  # (M, N, n_out)
@@ -126,8 +173,9 @@ class ElementNetwork(torch.nn.Module):
         by hand with the slopes ``f'(z)`` stored on the way (:func:`scaled_tanh_and_slope`). Not differentiable.
         """
         n_atoms = descriptors.shape[0]
-        first = self.alpha[:, :, None] * self.weights[0]  # (M, G, h1): α folded into W1
-        bias = self.biases[0] - torch.einsum("mg,mgh->mh", self.alpha * self.beta, self.weights[0])
+        alpha, beta = self.alpha, self.beta
+        first = alpha[:, :, None] * self.weights[0]  # (M, G, h1): α folded into W1
+        bias = self.biases[0] - torch.einsum("mg,mgh->mh", alpha * beta, self.weights[0])
         x = (descriptors @ first.transpose(0, 1).reshape(self.n_inputs, -1)).view(n_atoms, self.members, -1)
         x = x.transpose(0, 1) + bias[:, None, :]  # (M, N, h1)
         slopes = []

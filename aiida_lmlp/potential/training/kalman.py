@@ -74,11 +74,11 @@ def kalman_parameter_blocks(networks: torch.nn.Module, decoupling: str = "elemen
     for element, net in networks.networks.items():
         layers = [[w, b] for w, b in zip(net.weights, net.biases)]
         if decoupling == "layer":
-            blocks[f"{element}.std"] = [net.alpha, net.beta]
+            blocks[f"{element}.std"] = [net.scale, net.shift]
             for k, layer in enumerate(layers):
                 blocks[f"{element}.{k}"] = layer
         else:
-            params = [net.alpha, net.beta] + [p for layer in layers for p in layer]
+            params = [net.scale, net.shift] + [p for layer in layers for p in layer]
             if decoupling == "element":
                 blocks[element] = params
             else:

@@ -138,14 +138,15 @@ class PaperCoRe(torch.optim.Optimizer):
 def core_parameter_groups(networks, frozen: float = 0.01, **hyperparameters) -> list[dict]:
     """The paper's parameter groups for stacked atomic networks (one tensor = one group per member).
 
-    Weight decay 0.01 for the standardisation weights α, β; 0 for the output layer; 0.1
-    otherwise. The plasticity factor freezes ``frozen`` (1 %) of the weights and biases of the
+    Weight decay 0.01 for the standardisation weights α, β (their trainable coordinates
+    ``scale``, ``shift``, see :mod:`aiida_lmlp.potential.model.networks`); 0 for the output
+    layer; 0.1 otherwise. The plasticity factor freezes ``frozen`` (1 %) of the weights and biases of the
     hidden layers, never those of the output neuron nor α, β.
     """
     groups = []
     for net in networks.networks.values():
         groups.append(
-            {"params": [net.alpha, net.beta], "weight_decay": 0.01, "frozen": 0.0, "member_axis": 0, **hyperparameters}
+            {"params": [net.scale, net.shift], "weight_decay": 0.01, "frozen": 0.0, "member_axis": 0, **hyperparameters}
         )
         last = len(net.weights) - 1
         for k, (w, b) in enumerate(zip(net.weights, net.biases)):

@@ -38,6 +38,11 @@ def fit_reference_energies(structures, elements: list[str]) -> dict[str, float]:
     return {e: float(v) for e, v in zip(elements, solution)}
 
 
+def _finite_energy(atoms) -> bool:
+    energy = reference_label(atoms, "energy")
+    return energy is not None and bool(np.isfinite(energy))
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` takes CUDA when available."""
     if name == "auto":
@@ -92,7 +97,8 @@ def run_training(
             config = {**config, "members": model.members, "member_offset": model.networks.member_offset}
     else:
         elements = sorted({s for atoms in structures for s in atoms.get_chemical_symbols()})
-        references = config["reference_energies"] or fit_reference_energies(structures, elements)
+        given = config["reference_energies"]
+        references = given or fit_reference_energies(structures, elements)
         missing = [e for e in elements if e not in references]
         if missing:
             raise ValueError(f"reference_energies has no entry for {', '.join(missing)}")
@@ -105,8 +111,13 @@ def run_training(
             seed=config["seed"],
             dtype=dtype,
             member_offset=config["member_offset"],
+            reference_kind="free_atom" if given else "least_squares",
+            standardization=config["standardization"],
         ).to(device)
         model.initialize_standardization([a for a in structures if set(a.get_chemical_symbols()) <= set(elements)])
+        if config["output_offset"]:
+            labelled = [a for a in structures if _finite_energy(a)]
+            model.initialize_output_offset(labelled, [reference_label(a, "energy") for a in labelled])
     trainer = Trainer(model, everything, config)
     metrics = metrics_path_for(out)
     if parent is None and metrics.exists():
