@@ -115,6 +115,11 @@ def info(model):
         f"cutoff {ensemble.descriptor.cutoff:g} Å"
     )
     click.echo(f"test RMSE      {_test_rmse_text(ensemble)}")
+    click.echo(f"               ({_rmse_kind_text(ensemble)}; the floor of the uncertainty and the selection's unit)")
+    click.echo(f"references     {_reference_text(ensemble)}")
+    offsets = ", ".join(f"{e} {sum(v) / len(v):+.4f}" for e, v in ensemble.output_offsets.items() if v)
+    click.echo(f"output offset  {offsets + ' eV/atom (member mean)' if offsets else 'none recorded'}")
+    click.echo(f"standardization {ensemble.standardization}")
     click.echo(f"dtype          {config['dtype']}")
 
 
@@ -124,6 +129,29 @@ def _test_rmse_text(ensemble) -> str:
         trained = bool((ensemble.training_config or {}).get("trainer"))
         return "not measured: " + ("trained without test conformations" if trained else "untrained")
     return f"{1000 * ensemble.rmse_energy_per_atom:.3f} meV/atom, {1000 * ensemble.rmse_forces:.3f} meV/Å"
+
+
+def _rmse_kind_text(ensemble) -> str:
+    from aiida_lmlp.potential.model.ensemble import RMSE_MEMBERS_OWN_TEST
+
+    if ensemble.rmse_kind == RMSE_MEMBERS_OWN_TEST:
+        if ensemble.member_test_rmse_energy_per_atom is None:
+            return "mean of the members' RMSEs on their own test sets, not evaluated yet"
+        return f"mean of the {len(ensemble.member_test_rmse_energy_per_atom)} members' RMSEs on their own test sets"
+    return (
+        "ensemble RMSE over the union of the members' test sets, recorded before the kind was: "
+        "mostly training data of the members, lower than their own test RMSEs"
+    )
+
+
+def _reference_text(ensemble) -> str:
+    names = {"free_atom": "free atoms", "least_squares": "least squares", "none": "none (zero)"}
+    if not ensemble.reference_kinds:
+        return "kind not recorded (model file written before it was)"
+    kinds = {names.get(k, k) for k in ensemble.reference_kinds.values()}
+    if len(kinds) == 1:
+        return f"{kinds.pop()} for every element"
+    return ", ".join(f"{e}: {names.get(k, k)}" for e, k in ensemble.reference_kinds.items())
 
 
 @main.command("predict")
@@ -365,9 +393,12 @@ def gather(blocks, out, data):
         raise click.ClickException(str(error)) from None
     structures = [atoms for path in data for atoms in _read_structures(path)]
     if structures:
+        # the floor of Eq. 23 is the mean of the members' own test RMSEs, which the blocks carry;
+        # the ensemble RMSE over the union of the test sets is reported, not used
         energy, forces, count = ensemble_test_rmse(gathered, structures)
         if count:
-            gathered.rmse_energy_per_atom, gathered.rmse_forces = energy, forces
+            if gathered.member_test_rmse_energy_per_atom is None:  # blocks from before that was recorded
+                gathered.rmse_energy_per_atom, gathered.rmse_forces = energy, forces
             click.echo(
                 f"ensemble test RMSE on {count} conformations: {1000 * energy:.2f} meV/atom, {1000 * forces:.1f} meV/Å"
             )

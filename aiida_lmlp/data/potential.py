@@ -2,7 +2,8 @@
 
 The file is verified against its content SHA-256 when the node is made (without torch: the
 daemon never imports it), and its elements, members, descriptor, test RMSEs and epoch count
-become attributes. The same model stored twice is recognised by that hash.
+become attributes (``rmse_energy_per_atom`` and ``rmse_forces``: the mean of the members' own test
+RMSEs, ``rmse_kind`` says so). The same model stored twice is recognised by that hash.
 """
 
 from __future__ import annotations
@@ -38,8 +39,14 @@ def _attributes(header: ModelHeader) -> dict:
         "descriptor": descriptor.get("kind"),
         "cutoff": descriptor.get("cutoff"),
         "dtype": config.get("dtype"),
+        # the floor of the uncertainty and the unit of the selection thresholds (eV/atom, eV/Å)
         "rmse_energy_per_atom": float(config.get("rmse_energy_per_atom", 0.0)),
         "rmse_forces": float(config.get("rmse_forces", 0.0)),
+        # which RMSE that is: the engine's RMSE_MEMBERS_OWN_TEST ("members_own_test_mean"), or for model
+        # files written before it was recorded the ensemble RMSE over the union of the test sets
+        "rmse_kind": config.get("rmse_kind", "ensemble_test_union"),
+        # element -> free_atom | least_squares | none; empty for files written before it was recorded
+        "reference_kinds": dict(config.get("reference_kinds") or {}),
         # None for models trained before these were recorded
         "first_test_rmse_energy_per_atom": config.get("first_test_rmse_energy_per_atom"),
         "first_test_rmse_forces": config.get("first_test_rmse_forces"),

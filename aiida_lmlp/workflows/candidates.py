@@ -17,8 +17,11 @@ that applies wins):
 
 Those of the uncertain ones that farthest-point sampling picks become ``selected`` (so the
 count of uncertain conformations includes the selected ones). ``RMSE_E`` and ``RMSE_F`` are the
-potential's test RMSEs floored at ``rmse_floor_energy`` and ``rmse_floor_forces``:
-``RMSE = max(test RMSE, floor)``. A model without a test RMSE (0: no test set) then still has
+potential's test RMSEs, the mean of the members' RMSEs on their own test sets (the potential's
+``rmse_energy_per_atom`` and ``rmse_forces``, also the floor of the uncertainty of Eq. 23; the
+ensemble RMSE over the union of the test sets would be 1.5–2.5× lower, since most of those
+conformations are training data of most members), floored at ``rmse_floor_energy`` and
+``rmse_floor_forces``: ``RMSE = max(test RMSE, floor)``. A model without a test RMSE (0: no test set) then still has
 thresholds of a sensible absolute size instead of zero, which would call every conformation
 unphysical; the floors can be lowered for potentials more accurate than that. The defaults of
 the thresholds are those of the lMLP authors' code: label above 3× the energy and 6× the force

@@ -12,6 +12,13 @@ The complete state — weights, CoRe state per weight (or the Kalman covariance 
 forgetting factors), selection state per conformation and member, every random-number
 generator and the epoch counter — is written into the model file, so a killed run resumed
 from its last checkpoint ends with the same weights as an uninterrupted one.
+
+Data with an element the model lacks (lifelong learning of a new chemical system) make the
+model grow (:func:`add_new_elements`): a new atomic network per member, the existing networks,
+their optimiser state and every member's selection state untouched.
+
+The floor of the uncertainty (Eq. 23) and the campaign's selection thresholds are set from the
+members' own test RMSEs at every checkpoint (:meth:`Ensemble.set_test_rmses`).
 """
 
 from __future__ import annotations
@@ -546,6 +553,9 @@ class Trainer:
             row["excluded"] = int((~selection.active).sum())
             row["p_good"] = selection.p_good
             result["members"].append(row)
+        for key in ("test_rmse_energy_per_atom", "test_rmse_forces"):
+            values = [row[key] for row in result["members"] if math.isfinite(row[key])]
+            result[f"members_mean_{key}"] = float(np.mean(values)) if values else math.nan
         mean_energy = (energies.mean(0) - b.energy) / b.n_atoms
         mean_forces = forces.mean(0) - b.forces
         s = torch.as_tensor(test_union, device=energies.device)
@@ -600,11 +610,19 @@ class Trainer:
         return metrics or {}
 
     def _finish_metrics(self, metrics: dict | None) -> None:
+        self.record_test_rmses(metrics)
+
+    def record_test_rmses(self, metrics: dict | None) -> None:
+        """Set the model's RMSE floor (Eq. 23) from ``metrics``: the mean of the members' own test RMSEs.
+
+        The first-session test RMSEs are recorded too (ensemble mean over those sets, for
+        comparing versions).
+        """
         if metrics:
-            energy = metrics["ensemble_test_rmse_energy_per_atom"]
-            forces = metrics["ensemble_test_rmse_forces"]
-            self.model.rmse_energy_per_atom = energy if math.isfinite(energy) else 0.0
-            self.model.rmse_forces = forces if math.isfinite(forces) else 0.0
+            self.model.set_test_rmses(
+                [row["test_rmse_energy_per_atom"] for row in metrics["members"]],
+                [row["test_rmse_forces"] for row in metrics["members"]],
+            )
             first = (metrics["ensemble_first_test_rmse_energy_per_atom"], metrics["ensemble_first_test_rmse_forces"])
             finite = all(math.isfinite(v) for v in first)
             self.model.first_test_rmse_energy_per_atom, self.model.first_test_rmse_forces = (
