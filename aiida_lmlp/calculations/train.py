@@ -36,7 +36,11 @@ def _validate_datasets(datasets: dict, _) -> str | None:
 
 
 def _validate_inputs(inputs: dict, _) -> str | None:
-    """Elements of the data must have networks in the parent potential."""
+    """Elements of the data must have networks in the parent potential, or the parent must be able to add them.
+
+    An eeACSF model adds a network for a new element when continued (its descriptor's length does
+    not depend on the elements); a conventional ACSF model cannot.
+    """
     parent = inputs.get("parent_potential")
     datasets = inputs.get("datasets") or {}
     block = inputs.get("member_block")
@@ -50,11 +54,12 @@ def _validate_inputs(inputs: dict, _) -> str | None:
     if parent is None:
         return "parent_folder needs a parent_potential (it is that job's folder)" if "parent_folder" in inputs else None
     missing = {e: key for key, node in sorted(datasets.items()) for e in node.elements if e not in parent.elements}
-    if missing:
+    if missing and parent.base.attributes.get("descriptor") != "eeacsf":
         named = ", ".join(f"{element} (in datasets.{key})" for element, key in sorted(missing.items()))
         return (
             f"parent_potential<{parent.pk}> has networks for {', '.join(parent.elements)} only; the data contain "
-            f"{named}. Continuing training cannot add an element: train a new model on all elements instead."
+            f"{named}. Its {parent.base.attributes.get('descriptor')} descriptor cannot take a new element "
+            "(its length depends on the elements): train a new model on all elements instead."
         )
     if not parent.base.attributes.get("has_training_state", False):
         return f"parent_potential<{parent.pk}> carries no training state to continue from"

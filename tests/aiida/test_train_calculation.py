@@ -87,7 +87,7 @@ def test_continued_training_links_to_the_parent_and_reaches_the_labelling(traine
     assert sorted(query.all(flat=True)) == sorted([first.inputs.datasets["sn2"].pk, more.pk])
 
 
-def test_bad_inputs_are_refused_before_submission(lmlp_code, sn2_dataset, sn2_frames, trained):
+def test_bad_inputs_are_refused_before_submission(lmlp_code, sn2_dataset, sn2_frames, trained, tmp_path):
     code = lmlp_code("lmlp.train")
     nodes_before = orm.QueryBuilder().append(orm.Node).count()
     calcs_before = orm.QueryBuilder().append(orm.CalcJobNode).count()
@@ -100,16 +100,56 @@ def test_bad_inputs_are_refused_before_submission(lmlp_code, sn2_dataset, sn2_fr
     unlabelled = LmlpDatasetData.from_atoms([Atoms(a.get_chemical_symbols(), a.positions) for a in sn2_frames[:2]])
     with pytest.raises(ValueError, match="2 of 2 conformations have no energy or forces"):
         run_get_node(LmlpTrainCalculation, **_inputs(code, {"a": unlabelled.store()}))
-    # an element the parent potential lacks: continuing cannot add it
-    parent = trained[0]["potential"]
+    # an element a conventional-ACSF parent lacks: its descriptor cannot grow (an eeACSF parent adds it,
+    # test_a_continued_model_gains_the_element_its_new_data_bring)
+    import torch
+
+    from aiida_lmlp.potential import ACSF, EeACSF, Ensemble
+
+    acsf = Ensemble.new(["H", "C"], ACSF.like(EeACSF.from_paper(["H", "C"])), members=1, hidden=(4,))
+    acsf.training_config = {"trainer": {"epoch": 1, "members": [], "baseline_keys": []}}
+    path = tmp_path / "acsf.lmlp"
+    acsf.to(torch.float64).save(path)
+    parent = LmlpPotentialData(path).store()
     zinc = Atoms("Zn2", positions=[[0, 0, 0], [0, 0, 2.5]])
     zinc.info["energy"] = -10.0
     zinc.arrays["forces"] = np.zeros((2, 3))
-    with pytest.raises(ValueError, match=r"has networks for .* the data contain Zn \(in datasets.zn\)"):
+    with pytest.raises(ValueError, match=r"has networks for .* the data contain Zn \(in datasets.zn\).*cannot take"):
         run_get_node(
             LmlpTrainCalculation,
             **_inputs(code, {"zn": LmlpDatasetData.from_atoms([zinc]).store()}, parent_potential=parent),
         )
-    # nothing was stored by the refused submissions but the datasets made for them
+    # nothing was stored by the refused submissions but the datasets and the parent made for them
     assert orm.QueryBuilder().append(orm.CalcJobNode).count() == calcs_before
-    assert orm.QueryBuilder().append(orm.Node).count() == nodes_before + 3
+    assert orm.QueryBuilder().append(orm.Node).count() == nodes_before + 4
+
+
+def test_a_continued_model_gains_the_element_its_new_data_bring(trained, lmlp_code, sn2_frames):
+    """Lifelong learning of a new chemical system: data with an element the parent lacks continue it."""
+    from ase import Atoms
+
+    results, first = trained
+    parent = results["potential"]
+    assert "Si" not in parent.elements
+    silanes = []
+    for k in range(4):  # SiH4 at four bond lengths, with made-up labels: the element is what matters here
+        d = 0.86 + 0.01 * k
+        atoms = Atoms("SiH4", positions=[[0, 0, 0], [d, d, d], [-d, -d, d], [-d, d, -d], [d, -d, -d]])
+        atoms.info["energy"] = -7925.0 + 0.5 * k
+        atoms.arrays["forces"] = np.zeros((5, 3))
+        silanes.append(atoms)
+    new = LmlpDatasetData.from_atoms(silanes, label_method="PBE/def2-SVP RI-J (PySCF)").store()
+    inputs = _inputs(
+        lmlp_code("lmlp.train"),
+        {"old": first.inputs.datasets["sn2"], "new": new},
+        parent_potential=parent,
+        parameters=orm.Dict({"epochs": 2}),
+    )
+    results, node = run_get_node(LmlpTrainCalculation, **inputs)
+    assert node.is_finished_ok, node.exit_message
+    child = results["potential"]
+    assert child.elements == parent.elements + ["Si"]
+    assert child.base.attributes.get("epochs") == 14  # continued, not started afresh
+    assert child.base.attributes.get("reference_kinds")["Si"] == "least_squares"  # not given: fitted
+    summary = results["output_parameters"].get_dict()
+    assert summary["data_report"]["used"] == 44  # nothing skipped as "element not in the model"

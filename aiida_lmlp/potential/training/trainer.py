@@ -52,7 +52,15 @@ from aiida_lmlp.potential.training.kalman import ExtendedKalmanFilter, covarianc
 from aiida_lmlp.potential.training.paper_core import PaperCoRe, core_parameter_groups
 from aiida_lmlp.potential.training.progress import TrainingProgress
 
-__all__ = ["DataReport", "Trainer", "conformation_id", "filter_training_data", "gather_trained", "make_optimizer"]
+__all__ = [
+    "DataReport",
+    "Trainer",
+    "add_new_elements",
+    "conformation_id",
+    "filter_training_data",
+    "gather_trained",
+    "make_optimizer",
+]
 
 
 def gather_trained(models: Sequence[Ensemble]) -> Ensemble:
@@ -254,6 +262,89 @@ def filter_training_data(
     return kept, ids, report
 
 
+def add_new_elements(model: Ensemble, structures: Sequence[Atoms], config: dict, log=None) -> list[str]:
+    """Give ``model`` an atomic network for every element of the usable ``structures`` it lacks.
+
+    The reference energy of a new element is taken from ``config["reference_energies"]`` (a
+    free-atom energy) when it is there; otherwise it is fitted by least squares to the totals
+    of the conformations that contain it, the other elements' reference energies fixed (zero when
+    the model has none). The new networks' standardisation comes from those conformations, and
+    their output biases from a least-squares fit of what the existing networks leave unexplained
+    (:meth:`Ensemble.initialize_output_offset`, when ``config["output_offset"]``). Existing
+    networks and everything about them stay as they are, so the model predicts conformations
+    of its old elements exactly as before. A descriptor whose length depends on the elements
+    (conventional ACSF) cannot grow: its model is left alone and the trainer skips such data.
+    Returns the added elements.
+    """
+    log = log or (lambda message: print(message, file=sys.stderr))
+    present = sorted({s for atoms in structures for s in atoms.get_chemical_symbols()})
+    new = [e for e in present if e not in model.elements]
+    if not new:
+        return []
+    grown = model.descriptor.with_elements(model.elements + new)
+    if len(grown) != len(model.descriptor):
+        log(f"the {model.descriptor.kind} descriptor cannot take new elements ({', '.join(new)}): data skipped")
+        return []
+    usable, _, _ = filter_training_data(
+        structures, model.elements + new, config["force_cap"], cutoff=model.descriptor.cutoff
+    )
+    new = [e for e in new if any(e in atoms.get_chemical_symbols() for atoms in usable)]
+    if not new:
+        return []
+    given = config.get("reference_energies") or {}
+    kinds = set(model.reference_kinds.values())
+    references, kind = {}, {}
+    missing = []
+    for element in new:
+        if element in given:
+            references[element], kind[element] = float(given[element]), "free_atom"
+        elif kinds == {"none"}:
+            references[element], kind[element] = 0.0, "none"
+        else:
+            missing.append(element)
+    if missing:
+        rows = [a for a in usable if set(missing) & set(a.get_chemical_symbols())]
+        counts = np.array([[a.get_chemical_symbols().count(e) for e in missing] for a in rows], float)
+        rest = np.array(
+            [
+                reference_label(a, "energy")
+                - math.fsum(model.reference_energies.get(s, 0.0) for s in a.get_chemical_symbols() if s not in missing)
+                for a in rows
+            ]
+        )
+        solution, *_ = np.linalg.lstsq(counts, rest, rcond=None)
+        for element, value in zip(missing, solution):
+            references[element], kind[element] = float(value), "least_squares"
+    for element in new:
+        model.add_element(element, references[element], kind[element])
+    carrying = [a for a in usable if set(new) & set(a.get_chemical_symbols())]
+    model.initialize_standardization(carrying, elements=new)
+    if config.get("output_offset", True):
+        model.initialize_output_offset(carrying, [reference_label(a, "energy") for a in carrying], elements=new)
+    log(
+        "new element(s) added to the model: "
+        + ", ".join(f"{e} (reference energy {references[e]:.6g} eV, {kind[e].replace('_', ' ')})" for e in new)
+        + f", from {len(carrying)} conformations"
+    )
+    return new
+
+
+_KALMAN_COUNTS = ("ekf_energy_updates", "ekf_energy_skipped", "ekf_force_updates", "ekf_force_skipped")
+
+
+def _member_rmses(
+    energies: torch.Tensor, forces: torch.Tensor, batch: PreparedBatch, owner: torch.Tensor, members: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per member: energy RMSE per atom (eV/atom) and force-component RMSE (eV/Å) over its packed structures."""
+    per_atom = ((energies - batch.energy) / batch.n_atoms) ** 2
+    count = torch.bincount(owner, minlength=members).to(per_atom.dtype).clamp_min(1.0)
+    energy = per_atom.new_zeros(members).index_add(0, owner, per_atom) / count
+    squared = ((forces - batch.forces) ** 2).sum(-1)
+    components = 3.0 * per_atom.new_zeros(members).index_add(0, owner, batch.n_atoms).clamp_min(1.0)
+    force = squared.new_zeros(members).index_add(0, owner[batch.graph["structure"]], squared) / components
+    return energy.sqrt().cpu().numpy(), force.sqrt().cpu().numpy()
+
+
 def _rmse(values: torch.Tensor) -> float:
     return float(torch.sqrt((values**2).mean())) if values.numel() else math.nan
 
@@ -265,6 +356,7 @@ class Trainer:
         self.model = model
         self.config = config
         self.log = log or (lambda message: print(message, file=sys.stderr))
+        self.added_elements = add_new_elements(model, structures, config, self.log)
         structures, ids, self.report = filter_training_data(
             structures, model.elements, config["force_cap"], cutoff=model.descriptor.cutoff
         )
@@ -351,8 +443,9 @@ class Trainer:
     def _restore_baseline(self, previous: dict) -> None:
         state = self.model.training_state
         params = list(self.model.networks.parameters())
+        saved = previous["baseline_keys"]
         for k, param in enumerate(params):
-            keys = previous["baseline_keys"][k]
+            keys = saved[k] if k < len(saved) else []  # parameters of an element added since: fresh state
             if keys:
                 self.optimizer.state[param] = {key: state[f"optim.{k}.{key}"].to(param.device) for key in keys}
 
