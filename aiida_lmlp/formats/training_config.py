@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from typing import Any
 
 import yaml
@@ -67,6 +68,9 @@ ekf:                     # extended Kalman filter (optimizer: ekf), Tokita & Beh
   energy_unit: 27.211386 # eV; the filter observes energy per atom (Eq. 14) in this unit (Hartree, as RuNNer)
   length_unit: 0.529177  # Å; force components are observed in energy_unit/length_unit (Hartree/Bohr)
   max_memory_gib: 8.0    # refuse to start when all covariance blocks (n_b^2 numbers per member) need more
+  energy_threshold: 0.0  # adaptive update (Tokita & Behler, Box 5): skip an energy update whose error per atom is
+                         # at most this times the member's energy RMSE of the last epoch; 0: every update
+  force_threshold: 0.0   # the same for force components, in multiples of the member's force RMSE
 adaptive:                # lifelong adaptive data selection, Algorithms 1 and 2
   s_min: 0.1
   s_max: 100.0
@@ -155,6 +159,8 @@ def _validate_ekf(e: dict) -> None:
     )
     for key in ("energy_unit", "length_unit"):
         _check(_number(e[key]) and e[key] > 0, f"ekf.{key}", e[key], "must be positive")
+    for key in ("energy_threshold", "force_threshold"):
+        _check(_number(e[key]) and 0 <= e[key] < math.inf, f"ekf.{key}", e[key], "must be a finite number >= 0")
     _check(
         _number(e["max_memory_gib"]) and e["max_memory_gib"] > 0,
         "ekf.max_memory_gib",

@@ -298,3 +298,46 @@ def test_the_paper_network_is_refused_before_allocating_its_covariance():
     assert [sum(p[0].numel() for p in layer[f"H.{k}"]) for k in ("std", 0, 1, 2, 3)] == [306, 15708, 6283, 2728, 45]
     with pytest.raises(ValueError, match="max_memory_gib"):
         make_optimizer(model, merge_config(default_config(), {"optimizer": "ekf"}))
+
+
+def test_the_adaptive_threshold_skips_the_updates_whose_error_is_already_small(sn2_frames, free_atoms):
+    """Tokita & Behler: only energies and forces whose error exceeds a multiple of the RMSE update the weights."""
+    frames = sn2_frames[:12]
+    thresholds = {"energy_threshold": 1.0, "force_threshold": 1.0}
+    config = _config(2, fit_per_epoch=6, ekf={"forces_used": 4, "forces_per_update": 2, **thresholds})
+    trainer = Trainer(_model(2, frames, free_atoms), frames, config, log=lambda message: None)
+    energy_unit, length_unit = config["ekf"]["energy_unit"], config["ekf"]["length_unit"]
+    calls, observe = [], trainer.optimizer.observe
+
+    def recording(predictions, targets, mask=None):
+        calls.append((predictions.detach().clone(), targets.detach().clone(), mask.clone()))
+        return observe(predictions, targets, mask)
+
+    trainer.optimizer.observe = recording
+    record = trainer.train_epoch()
+    rmse_energy, rmse_forces = trainer._kalman_rmse
+    offered = 6 * (1 + 4)  # per member: 6 conformations, one energy and four force components each
+    used = torch.tensor(record["ekf_energy_updates"]) + torch.tensor(record["ekf_force_updates"])
+    skipped = torch.tensor(record["ekf_energy_skipped"]) + torch.tensor(record["ekf_force_skipped"])
+    assert (used + skipped).tolist() == [offered, offered]
+    assert skipped.min() > 0 and used.min() > 0  # about half of the errors lie below the RMSE
+    # a filter update per used energy and per used pair of force components; a skipped one takes none
+    assert trainer.optimizer.steps.max() < 6 * 3 and trainer.optimizer.steps.min() > 0
+    assert calls
+    for predictions, targets, mask in calls:  # every observation handed to the filter exceeds its threshold
+        for m in range(2):
+            for k in torch.nonzero(mask[m]).flatten().tolist():
+                error = abs(float(predictions[m, k] - targets[m, k]))
+                if predictions.shape[1] == 1:  # the energy per atom, in Hartree
+                    assert error * energy_unit > rmse_energy[m]
+                else:  # force components (two per update), in Hartree/Bohr
+                    assert error * energy_unit / length_unit > rmse_forces[m]
+
+
+def test_the_adaptive_thresholds_are_validated():
+    for key in ("energy_threshold", "force_threshold"):
+        with pytest.raises(ConfigError, match=rf"ekf.{key}"):
+            merge_config(default_config(), {"ekf": {key: -0.5}})
+        with pytest.raises(ConfigError, match=rf"ekf.{key}"):
+            merge_config(default_config(), {"ekf": {key: "high"}})
+    assert merge_config(default_config(), {"ekf": {"energy_threshold": 0.8}})["ekf"]["energy_threshold"] == 0.8

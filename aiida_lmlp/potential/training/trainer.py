@@ -526,11 +526,12 @@ class Trainer:
         )
         sub = gather_structures(self.batch, packed)
         q = self.config["q"]
+        kalman = {}
         if self.config["optimizer"] == "ekf":
             with torch.no_grad():
                 energies, forces = (x.detach() for x in predict_packed(self.model, sub, owner))
             losses = packed_loss_eq10(energies, forces, sub, owner, members, q)
-            self._kalman_epoch(structures_of)
+            kalman = self._kalman_epoch(structures_of, *_member_rmses(energies, forces, sub, owner, members))
         else:
             self.optimizer.zero_grad()
             energies, forces = predict_packed(self.model, sub, owner)
@@ -545,11 +546,12 @@ class Trainer:
                     chosen[m], contributions[bounds[m] : bounds[m + 1]], float(losses[m].detach())
                 )
         self.epoch += 1
-        return {"epoch": self.epoch, "loss": losses.detach().cpu().tolist(), "fitted": [len(c) for c in chosen]}
+        record = {"epoch": self.epoch, "loss": losses.detach().cpu().tolist(), "fitted": [len(c) for c in chosen]}
+        return {**record, **kalman}
 
     # -- the extended Kalman filter -------------------------------------------------------------
 
-    def _kalman_epoch(self, structures_of: list[np.ndarray]) -> None:
+    def _kalman_epoch(self, structures_of: list[np.ndarray], rmse_energy: np.ndarray, rmse_forces: np.ndarray) -> dict:
         """Every member goes through its subsample in its own random order, one conformation per step.
 
         At step j member m observes its j-th conformation: one update on the energy per atom
@@ -557,11 +559,21 @@ class Trainer:
         ``ekf.forces_per_update`` at a time, each after a new prediction. All members are
         evaluated together on the union of their current conformations and updated with one
         batched filter step; a member with nothing left to observe takes no update.
+
+        Adaptive updates (Tokita & Behler, Box 5 and section on training): an energy (force
+        component) whose error is at most ``ekf.energy_threshold`` (``ekf.force_threshold``)
+        times the member's RMSE is not used, so the criteria tighten as the fit improves. The
+        RMSEs (``rmse_energy`` eV/atom, ``rmse_forces`` eV/Å, per member) are those of the
+        member's subsample with the weights the previous epoch left, the epoch's estimate of
+        its training RMSE. Returns the counts of used and skipped observations per member.
         """
         members = self.model.members
+        self._kalman_counts = {key: np.zeros(members, dtype=np.int64) for key in _KALMAN_COUNTS}
+        self._kalman_rmse = (rmse_energy, rmse_forces)
         orders = [structures_of[m][self.rngs[m].permutation(len(structures_of[m]))] for m in range(members)]
         for j in range(max(len(order) for order in orders)):
             self._kalman_step([int(order[j]) if j < len(order) else -1 for order in orders])
+        return {key: value.tolist() for key, value in self._kalman_counts.items()}
 
     def _force_count(self, n_components: int) -> int:
         used = self.config["ekf"]["forces_used"]
@@ -587,7 +599,13 @@ class Trainer:
         per_atom = sub.n_atoms[column] * settings["energy_unit"]
         prediction = energies.gather(1, column[:, None]) / per_atom[:, None]
         target = (sub.energy[column] / per_atom)[:, None]
-        ekf.observe(prediction, target, active[:, None])
+        rmse_energy, rmse_forces = (torch.as_tensor(r, dtype=target.dtype, device=device) for r in self._kalman_rmse)
+        # adaptive update: the error per atom (in eV) must exceed the threshold times the member's RMSE
+        error = (prediction.detach() - target).abs()[:, 0] * settings["energy_unit"]
+        used = active & (error > settings["energy_threshold"] * rmse_energy) if settings["energy_threshold"] else active
+        self._count("energy", active, used)
+        if bool(used.any()):
+            ekf.observe(prediction, target, used[:, None])
 
         # force components: drawn per member from its own random stream, then k at a time
         k = settings["forces_per_update"]
@@ -615,7 +633,19 @@ class Trainer:
             _, forces = predict_batch(self.model, sub)
             prediction = forces.reshape(len(current), -1).gather(1, index_t)
             target = sub.forces.reshape(-1)[index_t]
-            ekf.observe(weight * prediction, weight * target, torch.as_tensor(observed, device=device))
+            observed_t = torch.as_tensor(observed, device=device)
+            used = observed_t
+            if settings["force_threshold"]:
+                error = (prediction.detach() - target).abs()
+                used = used & (error > settings["force_threshold"] * rmse_forces[:, None])
+            self._count("force", observed_t, used)
+            if bool(used.any()):
+                ekf.observe(weight * prediction, weight * target, used)
+
+    def _count(self, kind: str, offered: torch.Tensor, used: torch.Tensor) -> None:
+        offered, used = offered.reshape(offered.shape[0], -1), used.reshape(used.shape[0], -1)
+        self._kalman_counts[f"ekf_{kind}_updates"] += used.sum(1).cpu().numpy()
+        self._kalman_counts[f"ekf_{kind}_skipped"] += (offered & ~used).sum(1).cpu().numpy()
 
     # -- metrics ---------------------------------------------------------------------------------
 
