@@ -10,8 +10,8 @@ from aiida.common import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
 
 from aiida_lmlp.data.dataset import ARCHIVE, LmlpDatasetData
-from aiida_lmlp.formats.threads import THREAD_VARIABLES
 from aiida_lmlp.overrides.checkpoints import InputsEncodedOnce
+from aiida_lmlp.overrides.job_threads import ThreadsPinnedToCores
 from aiida_lmlp.overrides.process_links import LinksWithoutVacuousQueries
 
 __all__ = ["LmlpCalcJob", "allocated_cores", "dataset_copy", "files_in_folder"]
@@ -94,7 +94,7 @@ def files_in_folder(remote: orm.RemoteData, outputs: dict[str, str] | None = Non
     return files
 
 
-class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, engine.CalcJob):
+class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, ThreadsPinnedToCores, engine.CalcJob):
     """Base of the ``lmlp`` CalcJobs: a serial ``lmlp`` command whose stdout and stderr are retrieved."""
 
     STDOUT = "lmlp.out"
@@ -121,22 +121,6 @@ class LmlpCalcJob(InputsEncodedOnce, LinksWithoutVacuousQueries, engine.CalcJob)
             invalidates_cache=True,
             message="lmlp stopped without finishing its output (crash or kill): {message}",
         )
-
-    def _setup_metadata(self, metadata: dict) -> None:
-        """Store the options, and pin the job's threads to its cores (aiida-core's method, extended).
-
-        The job script exports :data:`THREAD_VARIABLES` = :func:`allocated_cores`, so that PyTorch,
-        PySCF and the BLAS libraries never run more threads than the job owns on a shared node;
-        a variable given in ``environment_variables`` is kept as given. The node's
-        ``environment_variables`` option records what the job got.
-        """
-        super()._setup_metadata(metadata)
-        computer = self.node.computer or self.inputs.code.computer
-        if computer is None:
-            return
-        cores = str(allocated_cores(self.node.get_option("resources"), computer))
-        given = self.node.get_option("environment_variables") or {}
-        self.node.set_option("environment_variables", {**dict.fromkeys(THREAD_VARIABLES, cores), **given})
 
     def stage_inputs(
         self, folder: Folder, files: list[tuple[orm.Node, str, str]], linkable: dict[str, dict] | None = None

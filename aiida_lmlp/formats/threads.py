@@ -2,7 +2,7 @@
 
 An ``lmlp`` job pins OpenMP (PyTorch's CPU kernels, PySCF), MKL and OpenBLAS to the cores its
 scheduler allocated through :data:`THREAD_VARIABLES` (set by
-:class:`~aiida_lmlp.calculations.base.LmlpCalcJob`), so that it never runs more threads than it
+:class:`~aiida_lmlp.overrides.job_threads.ThreadsPinnedToCores`), so that it never runs more threads than it
 owns on a shared node. ``lmlp --record-threads FILE`` writes :func:`thread_counts` when the
 command ends. Neither torch nor aiida is imported here.
 """

@@ -109,3 +109,18 @@ def test_allocated_cores(aiida_profile, scheduler, resources, default_mpiprocs, 
     )
     computer.set_default_mpiprocs_per_machine(default_mpiprocs)
     assert allocated_cores(resources, computer) == cores
+
+
+def test_the_overrides_switch_leaves_the_options_as_given(lmlp_code, sn2_dataset, monkeypatch):
+    """With ``AIIDA_LMLP_OVERRIDES=off`` the job's options are aiida-core's: no thread variables added."""
+    from aiida_lmlp.overrides import SWITCH
+
+    monkeypatch.setenv(SWITCH, "off")
+    _, node = run_get_node(
+        LmlpTrainCalculation,
+        code=lmlp_code("lmlp.train"),
+        datasets={"sn2": sn2_dataset},
+        parameters=orm.Dict({"epochs": 1, "members": 1, "hidden": [4], "fit_per_epoch": 1.0}),
+        metadata={"dry_run": True, "options": {"resources": _resources(2), "environment_variables": {"OTHER": "x"}}},
+    )
+    assert node.get_option("environment_variables") == {"OTHER": "x"}
