@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -235,6 +236,9 @@ def run_one(args, study: str, variant: str, optimizer: str, seed: int, data) -> 
     config = merge_config(default_config(), override)
     log_lines: list[str] = []
     log = log_lines.append
+    if out.exists() and json.loads(out.read_text()).get("finished"):
+        print(f"{name}: finished before", flush=True)
+        return out
     if model_path.exists() and out.exists():
         model = Ensemble.load(model_path)
         payload = json.loads(out.read_text())
@@ -293,7 +297,14 @@ def run_one(args, study: str, variant: str, optimizer: str, seed: int, data) -> 
     while trainer.epoch < epochs:
         block = args.time_epochs or min(args.block, epochs - trainer.epoch)
         start = time.perf_counter()
-        metrics = trainer.run(block, model_path, metrics_path)
+        try:
+            metrics = trainer.run(block, model_path, metrics_path)
+        except (FloatingPointError, ValueError, RuntimeError) as error:  # a diverged run: recorded, the next starts
+            payload["diverged"] = {"epoch": trainer.epoch, "error": f"{type(error).__name__}: {error}"}
+            payload["finished"] = True
+            _write_json(out, payload)
+            print(f"{name}: stopped at epoch {trainer.epoch}: {payload['diverged']['error']}", flush=True)
+            return out
         seconds = time.perf_counter() - start
         evaluation_start = time.perf_counter()
         row = {
@@ -315,6 +326,12 @@ def run_one(args, study: str, variant: str, optimizer: str, seed: int, data) -> 
         payload["seconds_per_epoch"] = payload["seconds_training"] / max(trainer.epoch, 1)
         payload["finished"] = trainer.epoch >= epochs
         payload["log"] = log_lines[-20:]
+        if not math.isfinite(row["holdout_rmse_energy_per_atom"]) or row["holdout_rmse_energy_per_atom"] > 1e3:
+            payload["diverged"] = {
+                "epoch": trainer.epoch,
+                "error": "hold-out energy RMSE above 1 keV/atom or not finite",
+            }
+            payload["finished"] = True
         if args.time_epochs:
             per_epoch = seconds / block
             total = per_epoch * epochs + row["seconds_evaluation"] * epochs / args.block
@@ -329,6 +346,9 @@ def run_one(args, study: str, variant: str, optimizer: str, seed: int, data) -> 
             shutil.rmtree(checkpoints / f"{name}.selection", ignore_errors=True)
             return out
         _write_json(out, payload)
+        if "diverged" in payload:
+            print(f"{name}: diverged by epoch {trainer.epoch}", flush=True)
+            return out
         holdout_e, holdout_f = 1000 * row["holdout_rmse_energy_per_atom"], 1000 * row["holdout_rmse_forces"]
         own = 1000 * row["members_mean_test_rmse_energy_per_atom"]
         print(
@@ -348,12 +368,19 @@ def summary() -> str:
     lines = []
     by_variant: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
-        by_variant.setdefault((run["study"], run["variant"]), []).append(run)
+        tag = run["run"].split(f"seed{run['seed']}", 1)[-1].lstrip("_")
+        by_variant.setdefault((run["study"], run["variant"] + (f" [{tag}]" if tag else "")), []).append(run)
     for (study, variant), group in sorted(by_variant.items()):
         last = [r["curves"][-1] for r in group if r["curves"]]
         if not last:
             continue
         done = sum(r["finished"] for r in group)
+        for run in group:
+            if "diverged" in run:
+                lines.append(f"{study} {variant} seed {run['seed']}: diverged by epoch {run['diverged']['epoch']}")
+        last = [r["curves"][-1] for r in group if r["curves"] and "diverged" not in r]
+        if not last:
+            continue
         epochs = [r["curves"][-1]["epoch"] for r in group]
 
         def stat(key, scale=1000.0, member=False, last=last):
