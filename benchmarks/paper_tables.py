@@ -398,6 +398,55 @@ def summary() -> str:
     return "\n".join(lines)
 
 
+def reduction(name: str, checkpoints: Path, every: int = 100) -> str:
+    """The data reduction of one run (paper Fig. 3): active share, S_hist resets and exclusions per window,
+    test-RMSE spikes with the resets around them, and per conformation how often S_hist was reset."""
+    run = json.loads((RESULTS / f"{name}.json").read_text())
+    counts = {row["epoch"]: row for row in run["selection"]}
+    pool = len(run["conformation_ids"])
+    lines = [
+        f"{name}: {run['curves'][-1]['epoch']} epochs, {pool} conformations (each member's training share of them)"
+    ]
+    lines.append("epochs      active/member  resets up  resets down  excluded  (sums over members per window)")
+    last = max(counts) if counts else 0
+    for start in range(1, last + 1, every):
+        window = [counts[e] for e in range(start, min(start + every, last + 1)) if e in counts]
+        if not window:
+            continue
+        lines.append(
+            f"{start:5d}-{start + len(window) - 1:<5d} {np.mean(window[-1]['active']):8.1f}  "
+            f"{sum(sum(r['reset_up']) for r in window):9d}  {sum(sum(r['reset_down']) for r in window):11d}  "
+            f"{sum(sum(r['excluded_now']) for r in window):8d}"
+        )
+    test = np.array([row["members_mean_test_rmse_energy_per_atom"] for row in run["curves"]])
+    epochs = np.array([row["epoch"] for row in run["curves"]])
+    for k in range(5, len(test)):
+        reference = np.median(test[max(0, k - 10) : k])
+        if test[k] > 1.3 * reference:
+            around = [counts[e] for e in range(epochs[k] - 9, epochs[k] + 1) if e in counts]
+            up, down, out = (sum(sum(r[key]) for r in around) for key in ("reset_up", "reset_down", "excluded_now"))
+            lines.append(
+                f"spike at epoch {epochs[k]}: members' test RMSE {1000 * test[k]:.2f} vs {1000 * reference:.2f} "
+                f"meV/atom; in its 10 epochs {up} resets up, {down} down, {out} excluded"
+            )
+    folder = checkpoints / f"{name}.selection"
+    parts = sorted(folder.glob("*.npz"))
+    if parts:
+        rows = np.concatenate([np.load(path)["rows"] for path in parts])
+        up = (rows[:, 4] < 1) & (rows[:, 5] == 1)
+        down = (rows[:, 4] > 1) & (rows[:, 5] == 1)
+        per_conformation = np.bincount(rows[up | down, 2].astype(int), minlength=pool)
+        excluded = (rows[:, 4] > 0) & (rows[:, 5] == 0)
+        lines.append(
+            f"per conformation and member: {rows.shape[0]} applications of Algorithm 2, {int(up.sum())} resets up, "
+            f"{int(down.sum())} down, {int(excluded.sum())} exclusions; resets per conformation: median "
+            f"{np.median(per_conformation):.0f}, max {per_conformation.max()}; L_rel median "
+            f"{np.median(rows[:, 3]):.2f}, share of L_rel >= T1 (0.81, a reset to S >= 1) "
+            f"{np.mean(rows[:, 3] >= 0.81):.2f}"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -421,9 +470,13 @@ def main() -> None:
     parser.add_argument("--no-selection-log", action="store_true")
     parser.add_argument("--time-epochs", type=int, help="time this many epochs of the first run and stop")
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--reduction", metavar="RUN", help="the data-reduction analysis of a run (its name)")
     args = parser.parse_args()
     if args.summary:
         print(summary())
+        return
+    if args.reduction:
+        print(reduction(args.reduction, Path(args.checkpoints).expanduser()))
         return
     torch.set_num_threads(args.threads)
     data = load_data(args.data)
