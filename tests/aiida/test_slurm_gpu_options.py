@@ -55,7 +55,8 @@ def test_gpu_job_script_requests_a_gpu_and_trains_on_it(sn2_dataset, tmp_path, m
     assert "#SBATCH --cpus-per-task=8" in script
     assert "module load cuda" in script
     # every argument quoted by aiida-core: no shell string is built from user input
-    assert "'/opt/lmlp/bin/lmlp' 'train' '--data' 'data_0.npz' '--config' 'config.yaml' '--out' 'model.lmlp'" in script
+    command = "'/opt/lmlp/bin/lmlp' '--record-threads' 'lmlp.threads.json' 'train' '--data' 'data_0.npz'"
+    assert command + " '--config' 'config.yaml' '--out' 'model.lmlp'" in script
     assert "device: cuda" in (folder / "config.yaml").read_text()
     # the dataset's archive, copied from the repository as stored (the daemon converts nothing)
     assert (folder / "data_0.npz").read_bytes() == sn2_dataset.base.repository.get_object_content(ARCHIVE, mode="rb")
