@@ -61,7 +61,10 @@ def summary_text(data: CampaignData, parity: ParityData | None = None, files: Se
     lines.append(f"dropped          {len(data.dropped)} structures no DFT run could label")
     lines.append(f"versions         {len(data.versions)}")
     lines.append("")
-    lines.append("versions (test RMSE: the ensemble on its members' test sets; energy meV/atom, forces meV/Å)")
+    lines.append(
+        "versions (test RMSE: the mean of the members' RMSEs on their own test sets, the RMSE of the uncertainty "
+        "floor; energy meV/atom, forces meV/Å)"
+    )
     lines.append(
         f"{'version':>7} {'pk':>6} {'iteration':>9} {'dataset size':>12} {'epochs':>6} "
         f"{'E RMSE/meV/atom':>16} {'F RMSE/meV/Å':>13}"
