@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import torch
 
-from aiida_lmlp.formats.elements import validate_elements
-from aiida_lmlp.potential.descriptors.symmetry_functions import (
+from ...formats.elements import validate_elements
+from ..descriptors.symmetry_functions import (
     AtomCenteredDescriptor,
     BucketSlots,
     cosine_cutoff,

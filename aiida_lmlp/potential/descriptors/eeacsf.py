@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from aiida_lmlp.formats.elements import (
+from ...formats.elements import (
     ELEMENT_TERMS,
     PAPER_MAX_PERIOD,
     element_term_max,
@@ -35,8 +35,8 @@ from aiida_lmlp.formats.elements import (
     period_of,
     validate_elements,
 )
-from aiida_lmlp.potential.descriptors.eta_grid import eta_for_inflection, eta_grid, inflection_point
-from aiida_lmlp.potential.descriptors.symmetry_functions import (
+from ..descriptors.eta_grid import eta_for_inflection, eta_grid, inflection_point
+from ..descriptors.symmetry_functions import (
     AtomCenteredDescriptor,
     BucketSlots,
     bump_cutoff,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from aiida_lmlp.potential.descriptors.acsf import ACSF
-from aiida_lmlp.potential.descriptors.eeacsf import EeACSF
-from aiida_lmlp.potential.descriptors.symmetry_functions import AtomCenteredDescriptor
+from ..descriptors.acsf import ACSF
+from ..descriptors.eeacsf import EeACSF
+from ..descriptors.symmetry_functions import AtomCenteredDescriptor
 
 __all__ = ["DESCRIPTOR_KINDS", "descriptor_from_config"]
 

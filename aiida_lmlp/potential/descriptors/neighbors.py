@@ -21,7 +21,7 @@ import torch
 import vesin
 from ase.data import atomic_numbers, chemical_symbols
 
-from aiida_lmlp.formats.errors import StructureError, structure_label
+from ...formats.errors import StructureError, structure_label
 
 __all__ = ["NeighborGraph", "build_graph", "graph_tensors", "molecule_graph", "molecule_pairs", "pair_triplets"]
 

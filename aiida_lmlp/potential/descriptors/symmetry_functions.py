@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.func import jvp, vmap
 
-from aiida_lmlp.formats.errors import structure_label
-from aiida_lmlp.potential.descriptors.neighbors import DEFAULT_MIN_DISTANCE, build_graph
+from ...formats.errors import structure_label
+from ..descriptors.neighbors import DEFAULT_MIN_DISTANCE, build_graph
 
 __all__ = [
     "AtomCenteredDescriptor",

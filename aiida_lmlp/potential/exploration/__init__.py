@@ -4,7 +4,7 @@ The protocol, the reports and the reader of visited frames are torch-free and li
 :mod:`aiida_lmlp.formats.exploration`; they are re-exported here for engine users.
 """
 
-from aiida_lmlp.formats.exploration import (
+from ...formats.exploration import (
     FINGERPRINT_KEY,
     KINDS,
     ExplorationProtocol,
@@ -14,7 +14,7 @@ from aiida_lmlp.formats.exploration import (
     read_visited,
     trajectory_counts,
 )
-from aiida_lmlp.potential.exploration.runner import descriptor_fingerprints, explore
+from ..exploration.runner import descriptor_fingerprints, explore
 
 __all__ = [
     "FINGERPRINT_KEY",

@@ -31,9 +31,9 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from greenlet import greenlet
 
-from aiida_lmlp.formats.errors import StructureError
-from aiida_lmlp.potential.model.calculator import LmlpCalculator
-from aiida_lmlp.potential.model.ensemble import Ensemble
+from ...formats.errors import StructureError
+from ..model.calculator import LmlpCalculator
+from ..model.ensemble import Ensemble
 
 __all__ = ["BATCH_ATOMS", "Lockstep", "LockstepCalculator"]
 

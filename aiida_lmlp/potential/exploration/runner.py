@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ase import Atoms, units
 
-from aiida_lmlp.formats.conformation_arrays import FINGERPRINT_KEY, write_frames
-from aiida_lmlp.formats.exploration import ExplorationProtocol, ExplorationResult, TrajectoryReport
+from ...formats.conformation_arrays import FINGERPRINT_KEY, write_frames
+from ...formats.exploration import ExplorationProtocol, ExplorationResult, TrajectoryReport
 
 if TYPE_CHECKING:  # torch is imported only when exploring
-    from aiida_lmlp.potential.exploration.lockstep import Lockstep
-    from aiida_lmlp.potential.model.ensemble import Ensemble
+    from ..exploration.lockstep import Lockstep
+    from ..model.ensemble import Ensemble
 
 __all__ = ["descriptor_fingerprints", "explore"]
 
@@ -396,8 +396,8 @@ def explore(
     number of NEB endpoints, before any file is touched. A structure the model cannot handle
     (:class:`~aiida_lmlp.potential.StructureError`) ends only its own trajectory.
     """
-    from aiida_lmlp.potential.exploration.lockstep import BATCH_ATOMS, Lockstep
-    from aiida_lmlp.potential.model.ensemble import Ensemble
+    from ..exploration.lockstep import BATCH_ATOMS, Lockstep
+    from ..model.ensemble import Ensemble
 
     if not isinstance(protocol, ExplorationProtocol):
         protocol = ExplorationProtocol.from_dict(protocol)

@@ -9,8 +9,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from aiida_lmlp.potential.descriptors.neighbors import DEFAULT_MIN_DISTANCE
-from aiida_lmlp.potential.model.ensemble import Ensemble, EnsemblePrediction
+from ..descriptors.neighbors import DEFAULT_MIN_DISTANCE
+from ..model.ensemble import Ensemble, EnsemblePrediction
 
 __all__ = ["LmlpCalculator", "as_atoms"]
 

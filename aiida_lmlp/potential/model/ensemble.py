@@ -39,14 +39,14 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from aiida_lmlp.formats.elements import validate_elements
-from aiida_lmlp.formats.errors import ModelFileError
-from aiida_lmlp.potential.descriptors import descriptor_from_config
-from aiida_lmlp.potential.descriptors.eeacsf import EeACSF
-from aiida_lmlp.potential.descriptors.neighbors import DEFAULT_MIN_DISTANCE, graph_tensors
-from aiida_lmlp.potential.descriptors.symmetry_functions import AtomCenteredDescriptor
-from aiida_lmlp.potential.model.model_file import read_model_file, write_model_file
-from aiida_lmlp.potential.model.networks import StackedAtomicNetworks
+from ...formats.elements import validate_elements
+from ...formats.errors import ModelFileError
+from ..descriptors import descriptor_from_config
+from ..descriptors.eeacsf import EeACSF
+from ..descriptors.neighbors import DEFAULT_MIN_DISTANCE, graph_tensors
+from ..descriptors.symmetry_functions import AtomCenteredDescriptor
+from ..model.model_file import read_model_file, write_model_file
+from ..model.networks import StackedAtomicNetworks
 
 __all__ = [
     "RMSE_ENSEMBLE_TEST_UNION",

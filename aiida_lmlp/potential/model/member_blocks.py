@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
-from aiida_lmlp.formats.labels import conformation_id, reference_label
-from aiida_lmlp.potential.model.ensemble import Ensemble
-from aiida_lmlp.potential.model.networks import StackedAtomicNetworks
+from ...formats.labels import conformation_id, reference_label
+from ..model.ensemble import Ensemble
+from ..model.networks import StackedAtomicNetworks
 
 __all__ = ["ensemble_test_rmse", "parse_member_block", "split_trained"]
 

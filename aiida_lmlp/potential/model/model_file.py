@@ -27,9 +27,9 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from aiida_lmlp.formats.atomic_files import write_atomically
-from aiida_lmlp.formats.errors import ModelFileError
-from aiida_lmlp.formats.model_header import parse_header
+from ...formats.atomic_files import write_atomically
+from ...formats.errors import ModelFileError
+from ...formats.model_header import parse_header
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "content_sha256", "read_model_file", "write_model_file"]
 

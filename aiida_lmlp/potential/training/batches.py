@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from aiida_lmlp.formats.labels import reference_label
-from aiida_lmlp.potential.descriptors.neighbors import build_graph
-from aiida_lmlp.potential.descriptors.symmetry_functions import SumsJacobian
-from aiida_lmlp.potential.model.ensemble import Ensemble
+from ...formats.labels import reference_label
+from ..descriptors.neighbors import build_graph
+from ..descriptors.symmetry_functions import SumsJacobian
+from ..model.ensemble import Ensemble
 
 __all__ = [
     "PreparedBatch",

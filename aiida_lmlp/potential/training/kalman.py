@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from aiida_lmlp.formats.training_config import DECOUPLINGS  # the decoupling choices, torch-free for the config checks
+from ...formats.training_config import DECOUPLINGS  # the decoupling choices, torch-free for the config checks
 
 __all__ = [
     "DECOUPLINGS",

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from aiida_lmlp.formats.core_hyperparameters import CORE_DEFAULTS, validate_core_hyperparameters
+from ...formats.core_hyperparameters import CORE_DEFAULTS, validate_core_hyperparameters
 
 __all__ = ["CORE_DEFAULTS", "PaperCoRe", "core_parameter_groups"]
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aiida_lmlp.formats.conformation_arrays import DatasetError, read_frames
-from aiida_lmlp.potential.descriptors.eeacsf import EeACSF
-from aiida_lmlp.potential.model.ensemble import Ensemble
-from aiida_lmlp.potential.model.member_blocks import split_trained
-from aiida_lmlp.potential.training.batches import reference_label
-from aiida_lmlp.potential.training.progress import TrainingProgress
-from aiida_lmlp.potential.training.trainer import Trainer, filter_training_data
+from ...formats.conformation_arrays import DatasetError, read_frames
+from ..descriptors.eeacsf import EeACSF
+from ..model.ensemble import Ensemble
+from ..model.member_blocks import split_trained
+from ..training.batches import reference_label
+from ..training.progress import TrainingProgress
+from ..training.trainer import Trainer, filter_training_data
 
 __all__ = ["fit_reference_energies", "metrics_path_for", "resolve_device", "run_training"]
 

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from aiida_lmlp.formats.labels import conformation_id
-from aiida_lmlp.potential.model.ensemble import Ensemble
-from aiida_lmlp.potential.training.adaptive_selection import AdaptiveSelection, SelectionSettings, fit_count
-from aiida_lmlp.potential.training.batches import (
+from ...formats.labels import conformation_id
+from ..model.ensemble import Ensemble
+from ..training.adaptive_selection import AdaptiveSelection, SelectionSettings, fit_count
+from ..training.batches import (
     PreparedBatch,
     conformation_losses,
     gather_structures,
@@ -48,9 +48,9 @@ from aiida_lmlp.potential.training.batches import (
     reference_label,
     select_structures,
 )
-from aiida_lmlp.potential.training.kalman import ExtendedKalmanFilter, covariance_bytes, kalman_parameter_blocks
-from aiida_lmlp.potential.training.paper_core import PaperCoRe, core_parameter_groups
-from aiida_lmlp.potential.training.progress import TrainingProgress
+from ..training.kalman import ExtendedKalmanFilter, covariance_bytes, kalman_parameter_blocks
+from ..training.paper_core import PaperCoRe, core_parameter_groups
+from ..training.progress import TrainingProgress
 
 __all__ = [
     "DataReport",
@@ -178,8 +178,8 @@ class DataReport:
 
 def _geometry_problem(atoms: Atoms, elements: Sequence[str], cutoff: float, min_distance: float) -> str | None:
     """Why ``atoms`` cannot be evaluated (atoms too close, a bad cell, ...), as the model would refuse it."""
-    from aiida_lmlp.formats.errors import StructureError
-    from aiida_lmlp.potential.descriptors.neighbors import build_graph
+    from ...formats.errors import StructureError
+    from ..descriptors.neighbors import build_graph
 
     try:
         build_graph([atoms], elements, cutoff, min_distance=min_distance, labels=["frame"])
@@ -205,7 +205,7 @@ def filter_training_data(
 
     Returns ``(kept structures, their ids, DataReport)``. Never uses a bad label silently.
     """
-    from aiida_lmlp.potential.descriptors.neighbors import DEFAULT_MIN_DISTANCE
+    from ..descriptors.neighbors import DEFAULT_MIN_DISTANCE
 
     min_distance = DEFAULT_MIN_DISTANCE if min_distance is None else min_distance
     report = DataReport(total=len(structures))
