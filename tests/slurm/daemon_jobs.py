@@ -156,8 +156,8 @@ def restart(cluster: SlurmCluster, code, datasets) -> dict:
         return len(states) == len(nodes) and "RUNNING" in states and "PENDING" in states
 
     wait(running_and_queued, 300, "all jobs submitted, some running and some queued", every=0.2)
+    at_stop = [job["state"] for job in ours(cluster, nodes)]  # as the stop is asked for: it may take seconds
     verdi("daemon", "stop", "--timeout", "60", profile=PROFILE)
-    at_stop = [job["state"] for job in ours(cluster, nodes)]
     ended = {r["JobId"] for r in cluster.finished_jobs()}
     wait(lambda: any(n.get_job_id() in {r["JobId"] for r in cluster.finished_jobs()} - ended for n in nodes), 120,
          "a job to end on the cluster while the daemon is stopped")  # fmt: skip
