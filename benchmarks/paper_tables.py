@@ -233,6 +233,8 @@ def run_one(args, study: str, variant: str, optimizer: str, seed: int, data) -> 
         "output_offset": not args.no_output_offset,
         "device": "cpu",
     }
+    if args.core_smax is not None:
+        override["core"] = {"step_sizes": [1.0e-6, args.core_smax]}
     config = merge_config(default_config(), override)
     log_lines: list[str] = []
     log = log_lines.append
@@ -459,6 +461,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--standardization", choices=("relative", "paper"), default="relative")
     parser.add_argument("--no-output-offset", action="store_true")
+    parser.add_argument("--core-smax", type=float, help="CoRe's largest step size s_max (paper: 1)")
     parser.add_argument("--tag", default="", help="suffix of the run names (variants of the protocol)")
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument(
