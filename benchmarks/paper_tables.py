@@ -204,7 +204,7 @@ def holdout_metrics(model: Ensemble, holdout, chunk: int = 200) -> dict:
 def _write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.write_text(json.dumps(payload, separators=(",", ":")))
     os.replace(tmp, path)
 
 
